@@ -1,0 +1,3 @@
+from dfget.cli import main
+
+main()

@@ -1,0 +1,97 @@
+"""The small threaded HTTP/1.1 server under the peer server and the supernode.
+
+Responses carry only what Go peers expect (``Content-Type``, ``Date``, ``Content-Length``; no
+``Server``), keep-alive is on, and idle connections are dropped after ``idle_timeout`` so that
+many silent clients cannot pin the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from dfget.protocol import parse_raw_query
+
+log = logging.getLogger("dfget.http")
+
+TEXT = "application/octet-stream"
+JSON = "application/json"
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        host = address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # Dual stack when bound to "::", IPv6 only is fine for a specific address.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    idle_timeout = 60.0
+
+    def setup(self) -> None:
+        self.timeout = self.idle_timeout
+        super().setup()
+
+    @property
+    def route(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    @property
+    def query(self) -> dict[str, str]:
+        _, _, query = self.path.partition("?")
+        return parse_raw_query(query)
+
+    def header(self, name: str, default: str = "") -> str:
+        """A request header, matched case-insensitively (Go canonicalises names)."""
+        value = self.headers.get(name)
+        return default if value is None else value.strip()
+
+    def start_response(self, status: int, content_length: int, content_type: str = TEXT) -> None:
+        self.send_response_only(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Date", formatdate(usegmt=True))
+        self.send_header("Content-Length", str(content_length))
+        self.end_headers()
+
+    def reply(self, status: int, body: bytes | str = b"", content_type: str = TEXT) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.start_response(status, len(data), content_type)
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def read_body(self, limit: int) -> bytes | None:
+        """The request body, or None (after answering 413) when it exceeds ``limit`` bytes."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > limit:
+            self.close_connection = True
+            self.reply(413, "request body too large")
+            return None
+        return self.rfile.read(length)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def make_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> Server:
+    """Bind a server; ``host`` may be an IPv4 or IPv6 literal, "" means all interfaces."""
+    return Server((host.strip("[]") or "", port), handler)
