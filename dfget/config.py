@@ -1,0 +1,111 @@
+"""Download settings: flags > ``DFGET_*`` environment > config file > defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfget.protocol import DEFAULT_SUPERNODE_PORT
+
+DEFAULT_HOME = Path.home() / ".small-dragonfly"
+DEFAULT_NODE = f"127.0.0.1:{DEFAULT_SUPERNODE_PORT}"
+DEFAULT_MINRATE = 64 * 1024
+DEFAULT_EXPIRETIME = 180.0
+DEFAULT_ALIVETIME = 300.0
+DEFAULT_CONNECTIONS = 4
+PATTERNS = ("p2p", "cdn", "source")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One supernode entry ``host[:port][=weight]``."""
+
+    host: str
+    port: int = DEFAULT_SUPERNODE_PORT
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Node:
+        entry, _, weight_text = text.strip().partition("=")
+        weight = int(weight_text) if weight_text else 1
+        if weight <= 0:
+            raise ValueError(f"invalid node weight in {text!r}")
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port_text = rest.lstrip(":")
+        elif entry.count(":") == 1:
+            host, _, port_text = entry.partition(":")
+        else:
+            host, port_text = entry, ""
+        if not host:
+            raise ValueError(f"invalid node {text!r}")
+        port = int(port_text) if port_text else DEFAULT_SUPERNODE_PORT
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid node port in {text!r}")
+        return cls(host, port, weight)
+
+
+def parse_nodes(text: str | list[str] | tuple[str, ...]) -> tuple[Node, ...]:
+    items = text.split(",") if isinstance(text, str) else [n for t in text for n in t.split(",")]
+    return tuple(Node.parse(item) for item in items if item.strip())
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything one download needs, already validated and normalised."""
+
+    url: str
+    output: Path
+    nodes: tuple[Node, ...] = ()
+    pattern: str = "p2p"
+    headers: tuple[str, ...] = ()
+    md5: str = ""
+    identifier: str = ""
+    digest: str = ""
+    callsystem: str = ""
+    filters: tuple[str, ...] = ()
+    cacerts: tuple[str, ...] = ()
+    insecure: bool = False
+    notbs: bool = False
+    dfdaemon: bool = False
+    locallimit: int = 0
+    minrate: int = DEFAULT_MINRATE
+    totallimit: int = 0
+    timeout: float = 0.0
+    clientqueue: int = 6
+    connections: int = DEFAULT_CONNECTIONS
+    home: Path = field(default_factory=lambda: DEFAULT_HOME)
+    ip: str = ""
+    port: int = 0
+    expiretime: float = DEFAULT_EXPIRETIME
+    alivetime: float = DEFAULT_ALIVETIME
+    showbar: bool = False
+    quiet: bool = False
+    json: bool = False
+    console: bool = False
+    verbose: bool = False
+    nodes_explicit: bool = False
+
+    @property
+    def to_stdout(self) -> bool:
+        return str(self.output) == "-"
+
+    def download_timeout(self, length: int) -> float:
+        """v1: explicit --timeout, else length/minrate + 10 s, else 5 minutes."""
+        if self.timeout > 0:
+            return self.timeout
+        if length > 0 and self.minrate > 0:
+            return length // self.minrate + 10.0
+        return 300.0
+
+
+def env_value(name: str) -> str | None:
+    """``DFGET_<NAME>`` from the environment, empty treated as unset."""
+    value = os.environ.get(f"DFGET_{name.upper()}")
+    return value if value else None

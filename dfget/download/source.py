@@ -1,0 +1,334 @@
+"""Downloading from the source URL: one probing request, then parallel ranges.
+
+The first request asks for the first chunk with a Range header. A 206 proves range support and
+gives the length (from Content-Range); the rest is fetched over ``connections`` parallel
+connections, each range written with ``os.pwrite`` where it belongs. A 200 means no ranges: the
+body is streamed in order. Statuses are strict (a 404 page never becomes a file), resets and
+short bodies are retried per range with bounded backoff, and Authorization/Cookie never follow a
+redirect to another host.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+from dfget import PROTOCOL_VERSION
+from dfget.download.accounting import SOURCE, Accounting
+from dfget.download.cancel import Cancel, Cancelled
+from dfget.download.progress import Progress
+from dfget.download.ratelimit import TokenBucket
+from dfget.download.target import Target
+from dfget.errors import (
+    DfgetError,
+    DownloadTimeout,
+    NetworkError,
+    SourceHTTPError,
+    source_http_error,
+)
+from dfget.httpwire import Endpoint, Pool, Response, WireError
+from dfget.redact import SENSITIVE_HEADERS, redact_url
+
+log = logging.getLogger("dfget.source")
+
+RANGE_CHUNK = 4 * 1024 * 1024
+MAX_ATTEMPTS = 5
+MAX_REDIRECTS = 10
+READ_BUFFER = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def parse_header_option(entry: str) -> tuple[str, str]:
+    """``Name: value`` or dfdaemon's ``Name:value`` into a (name, value) pair."""
+    name, sep, value = entry.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"invalid header {entry!r}: use 'Name: value'")
+    return name.strip(), value.strip()
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    """What the probe learnt about the source."""
+
+    endpoint: Endpoint
+    length: int | None
+    ranges: bool
+    etag: str = ""
+    last_modified: str = ""
+
+
+class _Retry(Exception):
+    """A transient failure of one range; carries the error to report if attempts run out."""
+
+    def __init__(self, error: DfgetError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class SourceFetcher:
+    """Fetches bytes of one URL into a Target; shared by plain and fallback downloads."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        target: Target,
+        *,
+        tls: ssl.SSLContext | None,
+        progress: Progress,
+        accounting: Accounting,
+        bucket: TokenBucket,
+        cancel: Cancel,
+        io_timeout: float = 30.0,
+    ) -> None:
+        self.url = redact_url(url)
+        self.origin = Endpoint.parse(url)
+        self.headers = list(headers)
+        self.target = target
+        self.progress = progress
+        self.accounting = accounting
+        self.bucket = bucket
+        self.cancel = cancel
+        self.io_timeout = io_timeout
+        self.pool = Pool(timeout=io_timeout, tls=tls)
+        self.info: SourceInfo | None = None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _headers_for(self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        same_host = (endpoint.host, endpoint.port) == (self.origin.host, self.origin.port)
+        user = [(n, v) for n, v in self.headers if same_host or n.lower() not in SENSITIVE_HEADERS]
+        user = [(n, v) for n, v in user if n.lower() != "range"]
+        names = {n.lower() for n, _ in user}
+        base = [("User-Agent", f"dfget/{PROTOCOL_VERSION}"), ("Accept-Encoding", "identity")]
+        return [h for h in base if h[0].lower() not in names] + user + list(extra)
+
+    def _open(self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]) -> tuple[Endpoint, Response]:
+        """Send a GET, following redirects; returns the final endpoint and response."""
+        for _ in range(MAX_REDIRECTS + 1):
+            self.cancel.check()
+            timeout = self.cancel.remaining(self.io_timeout)
+            try:
+                response = self.pool.request(endpoint, self._headers_for(endpoint, extra), timeout=timeout)
+            except ssl.SSLCertVerificationError as exc:
+                raise NetworkError(f"{endpoint.url}: TLS certificate not trusted ({exc.verify_message})") from exc
+            except (OSError, WireError) as exc:
+                raise _Retry(_network_error(endpoint, exc)) from exc
+            self.cancel.watch(response.connection.sock)
+            if response.status in (301, 302, 303, 307, 308) and response.header("location"):
+                location = urljoin(endpoint.url, response.header("location"))
+                self._finish(response)
+                log.debug("redirected to %s", redact_url(location))
+                endpoint = Endpoint.parse(location)
+                continue
+            return endpoint, response
+        raise SourceHTTPError(self.url, 310, "too many redirects")
+
+    def _finish(self, response: Response) -> None:
+        self.cancel.unwatch(response.connection.sock)
+        try:
+            response.read(64 * 1024) if response.status >= 300 else None
+        except (OSError, WireError):
+            response.connection.keep_alive = False
+        response.release()
+
+    def _fail_status(self, endpoint: Endpoint, response: Response) -> DfgetError:
+        try:
+            detail = response.read(512).decode("utf-8", "replace").strip().splitlines()
+        except (OSError, WireError):
+            detail = []
+        self._finish(response)
+        error = source_http_error(self.url, response.status, detail[0][:120] if detail else "")
+        if response.status in _RETRYABLE_STATUS:
+            raise _Retry(error)
+        return error
+
+    # -- body -----------------------------------------------------------------------------
+
+    def _receive(self, response: Response, offset: int, end: int | None, buffer: memoryview) -> int:
+        """Copy the body into the target from ``offset``; returns the offset reached."""
+        started = offset
+        t0 = time.monotonic()
+        try:
+            while end is None or offset < end:
+                self.cancel.check()
+                want = len(buffer) if end is None else min(len(buffer), end - offset)
+                count = response.readinto(buffer[:want])
+                if not count:
+                    break
+                self.target.write(offset, buffer[:count])
+                self.target.complete(offset, offset + count)
+                offset += count
+                self.progress.add(count)
+                self.bucket.consume(count)
+        except (OSError, WireError) as exc:
+            if self.cancel.is_set():
+                raise Cancelled() from exc
+            self.accounting.record(SOURCE, self.origin.authority, offset - started, time.monotonic() - t0, pieces=0)
+            raise _Retry(_network_error(self.origin, exc)) from exc
+        finally:
+            self.cancel.unwatch(response.connection.sock)
+        self.accounting.record(SOURCE, self.origin.authority, offset - started, time.monotonic() - t0)
+        response.release()
+        return offset
+
+    # -- public ---------------------------------------------------------------------------
+
+    def probe(self) -> SourceInfo:
+        """GET the first chunk with a Range header: learn length and range support.
+
+        The first chunk's bytes are kept (written into the target), so the probe costs nothing.
+        For a source without ranges the whole body is streamed here.
+        """
+        buffer = memoryview(bytearray(READ_BUFFER))
+        attempt = 0
+        while True:
+            try:
+                return self._probe_once(buffer)
+            except _Retry as retry:
+                attempt += 1
+                self._backoff(attempt, retry.error)
+
+    def _probe_once(self, buffer: memoryview) -> SourceInfo:
+        endpoint, response = self._open(self.origin, [("Range", f"bytes=0-{RANGE_CHUNK - 1}")])
+        etag, modified = response.header("etag"), response.header("last-modified")
+        if response.status == 206:
+            start, end, total = _content_range(response)
+            if start != 0 or total is None:
+                self._finish(response)
+                raise SourceHTTPError(self.url, 206, "unexpected Content-Range for bytes=0-")
+            self.info = SourceInfo(endpoint, total, True, etag, modified)
+            self.target_length(total)
+            self._receive(response, 0, end + 1, buffer)
+            return self.info
+        if response.status == 416:
+            total = _content_range_total(response)
+            self._finish(response)
+            if total == 0:
+                self.info = SourceInfo(endpoint, 0, True, etag, modified)
+                return self.info
+            raise source_http_error(self.url, 416, "range not satisfiable")
+        if response.status != 200:
+            raise self._fail_status(endpoint, response)
+        length = response.content_length
+        self.info = SourceInfo(endpoint, length, False, etag, modified)
+        self.target_length(length)
+        reached = self._receive(response, 0, length, buffer)
+        if length is not None and reached != length:
+            raise _Retry(NetworkError(f"{self.url}: body ended after {reached} of {length} bytes"))
+        self.info.length = reached
+        return self.info
+
+    def target_length(self, length: int | None) -> None:
+        if length is not None:
+            self.progress.start(length)
+
+    def fetch_ranges(self, ranges: Sequence[tuple[int, int]], connections: int) -> None:
+        """Fetch [start, end) ranges in parallel, each retried on its own, resuming mid-range."""
+        assert self.info is not None and self.info.ranges
+        work: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        chunks = [c for start, end in ranges for c in _split(start, end, RANGE_CHUNK)]
+        for chunk in chunks:
+            work.put(chunk)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            buffer = memoryview(bytearray(READ_BUFFER))
+            while not errors:
+                try:
+                    start, end = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._fetch_range(start, end, buffer)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    errors.append(exc)
+                    self.cancel.cancel()
+                    return
+
+        threads = [
+            threading.Thread(target=worker, name=f"source-{i}", daemon=True)
+            for i in range(max(1, min(connections, len(chunks))))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+                if self.cancel.expired():
+                    self.cancel.cancel()
+        if errors:
+            real = [e for e in errors if not isinstance(e, Cancelled)]
+            raise real[0] if real else errors[0]
+
+    def _fetch_range(self, start: int, end: int, buffer: memoryview) -> None:
+        assert self.info is not None
+        attempt = 0
+        offset = start
+        while offset < end:
+            try:
+                endpoint, response = self._open(self.info.endpoint, [("Range", f"bytes={offset}-{end - 1}")])
+                if response.status != 206:
+                    if response.status == 200:
+                        self._finish(response)
+                        raise SourceHTTPError(self.url, 200, "the source stopped honouring Range requests")
+                    raise self._fail_status(endpoint, response)
+                got = _content_range(response)
+                if got[0] != offset or got[1] != end - 1:
+                    self._finish(response)
+                    raise SourceHTTPError(
+                        self.url, 206, f"asked for bytes {offset}-{end - 1}, got {got[0]}-{got[1]}"
+                    )
+                offset = self._receive(response, offset, end, buffer)
+                if offset < end:
+                    raise _Retry(NetworkError(f"{self.url}: short body at byte {offset}"))
+            except _Retry as retry:
+                attempt += 1
+                self._backoff(attempt, retry.error)
+
+    def _backoff(self, attempt: int, error: DfgetError) -> None:
+        if attempt >= MAX_ATTEMPTS:
+            raise error
+        if self.cancel.expired():
+            raise DownloadTimeout(f"download timed out; last error: {error}")
+        delay = min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+        log.info("%s; retrying in %.2fs (attempt %d of %d)", error, delay, attempt + 1, MAX_ATTEMPTS)
+        if self.cancel.wait(self.cancel.remaining(delay)):
+            raise Cancelled()
+
+
+def _split(start: int, end: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, end)) for s in range(start, end, size)]
+
+
+def _content_range(response: Response) -> tuple[int, int, int | None]:
+    match = _CONTENT_RANGE.match(response.header("content-range"))
+    if not match:
+        raise SourceHTTPError(response.connection.endpoint.url, 206, "206 without a valid Content-Range")
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), int(match.group(2)), total
+
+
+def _content_range_total(response: Response) -> int | None:
+    value = response.header("content-range")
+    _, _, total = value.rpartition("/")
+    return int(total) if total.strip().isdigit() else None
+
+
+def _network_error(endpoint: Endpoint, exc: BaseException) -> NetworkError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        reason = "timed out"
+    return NetworkError(f"{redact_url(endpoint.url)}: {reason}")

@@ -1,0 +1,27 @@
+"""Options of `dfget supernode` (v1 names and defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfget.protocol import DEFAULT_DOWNLOAD_PORT, DEFAULT_SUPERNODE_PORT
+
+DEFAULT_SUPERNODE_HOME = Path.home() / ".small-dragonfly" / "supernode"
+
+
+@dataclass(slots=True)
+class SupernodeOptions:
+    home: Path = DEFAULT_SUPERNODE_HOME
+    listen_ip: str = "0.0.0.0"
+    port: int = DEFAULT_SUPERNODE_PORT
+    download_port: int = DEFAULT_DOWNLOAD_PORT
+    advertise_ip: str = ""
+    cdn_pattern: str = "local"
+    up_limit: int = 5
+    down_limit: int = 4
+    task_gc_interval: float = 120.0
+    task_expire: float = 180.0
+    peer_gc_delay: float = 180.0
+    seed: int | None = None
+    verbose: bool = False

@@ -1,0 +1,90 @@
+"""Process and socket helpers shared by the tests: real subprocesses, real ports, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+DFGET = [sys.executable, "-m", "dfget"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Block until something accepts connections on host:port, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def run_dfget(
+    args: Sequence[str],
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the real `dfget` command and wait for it (bounded)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*DFGET, *args], capture_output=True, timeout=timeout, env=full_env, cwd=cwd, stdin=stdin
+    )
+
+
+def start_dfget(args: Sequence[str], env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen(  # type: ignore[call-overload]
+        [*DFGET, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, **kwargs
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; always reaps."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+def kill_pid_file_servers(home: Path) -> None:
+    """Stop a peer server spawned for ``home`` (found through its meta file)."""
+    meta = home / "meta" / "host.meta"
+    if not meta.exists():
+        return
+    pid_file = home / "meta" / "server.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
+def write_random(path: Path, size: int, seed: int = 1) -> bytes:
+    data = (random_bytes(size, seed))
+    path.write_bytes(data)
+    return data
+
+
+def random_bytes(size: int, seed: int = 1) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
