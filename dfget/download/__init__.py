@@ -1,8 +1,8 @@
 """One download, from settings to a verified file at the destination (or a clean failure).
 
 Order of business: validate, prepare the work file, try the P2P network (unless
-``--pattern source``), fall back to the source for whatever is missing (unless ``--notbs``),
-verify every expected digest, publish atomically, report.
+``--pattern source``), fetch from the source only what P2P did not deliver (unless
+``--notbs``), verify every expected digest, publish atomically, report.
 """
 
 from __future__ import annotations
@@ -11,18 +11,37 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 
-from dfget.config import Settings
-from dfget.digest import expected_digests
+from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
+from dfget.digest import Digest, expected_digests
 from dfget.download.cancel import Cancel, Cancelled
 from dfget.download.output import Outcome, Reporter, validate_destination
+from dfget.download.p2p import (
+    REASON_REGISTER_FAILED,
+    Identity,
+    P2PDownload,
+    P2PFallback,
+    local_ip_towards,
+    task_key,
+)
 from dfget.download.progress import Progress
 from dfget.download.ratelimit import TokenBucket
 from dfget.download.source import SourceFetcher, parse_header_option
 from dfget.download.target import Target, work_path_beside
-from dfget.errors import DfgetError, Interrupted, LocalIOError, UsageError
-from dfget.httpwire import tls_context
+from dfget.errors import (
+    DfgetError,
+    Interrupted,
+    LocalIOError,
+    P2PFailedError,
+    SourceHTTPError,
+    UsageError,
+)
+from dfget.httpwire import Pool, tls_context
+from dfget.redact import redact_url
+from dfget.supernode_client import node_order
+from dfget.units import format_duration
 
 log = logging.getLogger("dfget.download")
 
@@ -31,18 +50,20 @@ REASON_SOURCE_PATTERN = 100
 
 def run(settings: Settings) -> int:
     """Download per ``settings``; print the outcome; return the exit code."""
+    from dfget import logs
+
+    logs.setup(settings.home, settings.verbose, "dfclient.log", console=settings.console)
     reporter = Reporter(settings)
     outcome = Outcome(settings)
     _raise_on_signals()
+    log.info("download %s to %s", redact_url(settings.url), settings.output)
     try:
         download(settings, reporter, outcome)
     except DfgetError as error:
+        log.error("download failed (exit %d): %s", int(error.exit_code), error)
         reporter.failure(outcome, error)
         return int(error.exit_code)
-    except KeyboardInterrupt:
-        error = Interrupted(signal.SIGINT)
-        reporter.failure(outcome, error)
-        return int(error.exit_code)
+    log.info("download succeeded: %s", outcome.accounting.summary())
     reporter.success(outcome)
     return 0
 
@@ -53,6 +74,18 @@ def _raise_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+@dataclass
+class _Peer:
+    """This host's part in the P2P network for one download."""
+
+    identity: Identity
+    server_port: int  # 0: nothing served (cdn pattern, or the peer server failed)
+
+    @property
+    def serving(self) -> bool:
+        return self.server_port > 0
 
 
 def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
@@ -70,51 +103,205 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
             destination.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalIOError(f"cannot create {destination.parent}: {exc.strerror}") from exc
-    work_path = (
-        work_path_beside(destination)
-        if destination is not None
-        else settings.home / "tmp" / f"stdout-{time.time_ns()}"
+
+    started = time.monotonic()
+    peer = None if settings.pattern == "source" else _join_network(settings, reporter, outcome)
+    if peer is not None and peer.serving:
+        work_path = settings.home / "data" / f"{peer.identity.task_file_name}.service"
+    elif destination is not None:
+        work_path = work_path_beside(destination)
+    else:
+        work_path = settings.home / "tmp" / f"stdout-{time.time_ns()}"
+    target = Target(
+        work_path,
+        destination,
+        digests,
+        stdout_fd=sys.stdout.fileno() if destination is None else None,
+        keep_work_file=peer is not None and peer.serving,
     )
-    stdout_fd = sys.stdout.fileno() if destination is None else None
-    target = Target(work_path, destination, digests, stdout_fd=stdout_fd)
     progress = Progress(Progress.wanted(settings.showbar, settings.quiet), settings.output.name)
-    cancel = Cancel()
-    fetcher = SourceFetcher(
+    deadline = started + settings.timeout if settings.timeout > 0 else None
+    p2p_cancel, source_cancel = Cancel(deadline), Cancel(deadline)
+    pool = Pool(tls=tls)
+    bucket = TokenBucket(settings.locallimit)
+    p2p: P2PDownload | None = None
+    source = SourceFetcher(
         settings.url,
         headers,
         target,
         tls=tls,
         progress=progress,
         accounting=outcome.accounting,
-        bucket=TokenBucket(settings.locallimit),
-        cancel=cancel,
+        bucket=bucket,
+        cancel=source_cancel,
     )
     try:
+        total: int | None = None
         if settings.pattern == "source":
             outcome.reason = REASON_SOURCE_PATTERN
             outcome.accounting.why_source("--pattern source")
-        total = _from_source(settings, fetcher, cancel)
+        elif peer is not None:
+            p2p = P2PDownload(
+                settings,
+                peer.identity,
+                _nodes(settings),
+                target,
+                server_port=peer.server_port,
+                headers=headers,
+                accounting=outcome.accounting,
+                progress=progress,
+                bucket=bucket,
+                cancel=p2p_cancel,
+                pool=pool,
+                task_key=task_key(settings.url, settings.filters),
+            )
+            total = _via_p2p(settings, p2p, reporter, outcome, started)
+            source_cancel.deadline = p2p_cancel.deadline
+            if total is not None and p2p.state.md5 and not p2p.all_pieces_md5_verified:
+                target.add_digest(Digest("md5", p2p.state.md5))
+        if total is None:
+            total = _from_source(settings, source, source_cancel, started, _known_length(p2p))
         outcome.length = total
         outcome.digests = target.verify(total)
         target.flush_stdout_tail(total)
         target.commit(total)
+        if p2p is not None:
+            _announce(settings, peer, p2p, outcome)
+            _metrics(p2p, True, outcome)
     except Cancelled as exc:
+        p2p_cancel.cancel()
+        source_cancel.cancel()
+        target.discard()
+        _metrics(p2p, False, outcome)
         raise Interrupted(signal.SIGTERM) from exc
     except BaseException:
-        cancel.cancel()
+        p2p_cancel.cancel()
+        source_cancel.cancel()
         target.discard()
+        _metrics(p2p, False, outcome)
         raise
     finally:
         progress.close()
-        fetcher.close()
+        source.close()
+        pool.close()
+        if p2p is not None:
+            p2p.close()
 
 
-def _from_source(settings: Settings, fetcher: SourceFetcher, cancel: Cancel) -> int:
-    """The whole file from the source: probe, then the remaining ranges in parallel."""
-    started = time.monotonic()
-    info = fetcher.probe()
-    length = info.length or 0
-    cancel.deadline = started + settings.download_timeout(length)
-    if info.ranges and length > fetcher.target.prefix:
-        fetcher.fetch_ranges([(fetcher.target.prefix, length)], settings.connections)
+def _nodes(settings: Settings) -> list[Node]:
+    return list(settings.nodes or parse_nodes(DEFAULT_NODE))
+
+
+def _join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> _Peer | None:
+    """Find our address towards the supernodes and our peer server; None: go to the source."""
+    nodes = node_order(_nodes(settings), task_key(settings.url, settings.filters))
+    ip = settings.ip or local_ip_towards(nodes)
+    if not ip:
+        why = f"no supernode reachable ({', '.join(n.address for n in nodes)})"
+        _give_up_p2p(settings, reporter, outcome, REASON_REGISTER_FAILED, why)
+        return None
+    name = "stdout" if settings.to_stdout else settings.output.name
+    identity = Identity.new(ip, name)
+    port = 0
+    if settings.pattern == "p2p":
+        from dfget.uploader.spawn import ensure_server
+
+        port = (
+            ensure_server(
+                settings.home,
+                ip=ip,
+                port=settings.port,
+                expiretime=settings.expiretime,
+                alivetime=settings.alivetime,
+                totallimit=settings.totallimit,
+                verbose=settings.verbose,
+                task_file_name=identity.task_file_name,
+            )
+            or 0
+        )
+        if not port:
+            reporter.note("peer server did not start: downloading without serving (cdn pattern)")
+    return _Peer(identity, port)
+
+
+def _give_up_p2p(
+    settings: Settings, reporter: Reporter, outcome: Outcome, reason: int, why: str
+) -> None:
+    outcome.reason = reason
+    if settings.notbs:
+        outcome.reason = reason + 1000
+        raise P2PFailedError(f"P2P download failed and --notbs forbids the source: {why}")
+    outcome.accounting.why_source(why)
+    reporter.note(f"{why}: downloading from the source")
+
+
+def _via_p2p(
+    settings: Settings, p2p: P2PDownload, reporter: Reporter, outcome: Outcome, started: float
+) -> int | None:
+    """The file length when P2P delivered everything; None when the source must fill in."""
+    try:
+        length = p2p.run(started)
+    except P2PFallback as fallback:
+        _give_up_p2p(settings, reporter, outcome, fallback.reason, str(fallback))
+        return None
     return length
+
+
+def _from_source(
+    settings: Settings, fetcher: SourceFetcher, cancel: Cancel, started: float, known: int | None
+) -> int:
+    """What is still missing, from the source: probe at the first gap, then ranges in parallel."""
+    target = fetcher.target
+    gaps = target.missing(known if known is not None else sys.maxsize)
+    if not gaps:
+        return known or 0
+    first_start, first_stop = gaps[0]
+    info = fetcher.probe(first_start, None if known is None else first_stop)
+    length = info.length or 0
+    if known is not None and info.length is not None and info.length != known:
+        raise SourceHTTPError(
+            redact_url(settings.url), 200, f"the source has {info.length} bytes, P2P said {known}"
+        )
+    if cancel.deadline is None:
+        cancel.deadline = started + settings.download_timeout(length)
+    if info.ranges:
+        missing = target.missing(length)
+        if missing:
+            fetcher.fetch_ranges(missing, settings.connections)
+    return length
+
+
+def _known_length(p2p: P2PDownload | None) -> int | None:
+    registration = p2p.state.registration if p2p is not None else None
+    if registration is None or registration.file_length < 0:
+        return None
+    return registration.file_length
+
+
+def _announce(settings: Settings, peer: _Peer | None, p2p: P2PDownload, outcome: Outcome) -> None:
+    """Tell our peer server the file is complete and verified; say for how long it is served."""
+    registration = p2p.state.registration
+    if peer is None or not peer.serving or registration is None:
+        return
+    from dfget.uploader import client
+
+    supernode = registration.node.address
+    host = client.loopback_for(peer.identity.ip)
+    if client.finish(
+        host,
+        peer.server_port,
+        peer.identity.task_file_name,
+        registration.task_id,
+        peer.identity.cid,
+        supernode,
+    ):
+        address = f"[{peer.identity.ip}]" if ":" in peer.identity.ip else peer.identity.ip
+        outcome.serving = (
+            f"serving pieces on {address}:{peer.server_port} until {format_duration(settings.expiretime)} "
+            f"after their last use (peer server exits after {format_duration(settings.alivetime)} idle)"
+        )
+
+
+def _metrics(p2p: P2PDownload | None, success: bool, outcome: Outcome) -> None:
+    if p2p is not None:
+        p2p.metrics(success, outcome.reason, outcome.elapsed, outcome.length)

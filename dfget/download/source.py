@@ -107,7 +107,9 @@ class SourceFetcher:
 
     # -- requests -------------------------------------------------------------------------
 
-    def _headers_for(self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    def _headers_for(
+        self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
         same_host = (endpoint.host, endpoint.port) == (self.origin.host, self.origin.port)
         user = [(n, v) for n, v in self.headers if same_host or n.lower() not in SENSITIVE_HEADERS]
         user = [(n, v) for n, v in user if n.lower() != "range"]
@@ -115,15 +117,21 @@ class SourceFetcher:
         base = [("User-Agent", f"dfget/{PROTOCOL_VERSION}"), ("Accept-Encoding", "identity")]
         return [h for h in base if h[0].lower() not in names] + user + list(extra)
 
-    def _open(self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]) -> tuple[Endpoint, Response]:
+    def _open(
+        self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]
+    ) -> tuple[Endpoint, Response]:
         """Send a GET, following redirects; returns the final endpoint and response."""
         for _ in range(MAX_REDIRECTS + 1):
             self.cancel.check()
             timeout = self.cancel.remaining(self.io_timeout)
             try:
-                response = self.pool.request(endpoint, self._headers_for(endpoint, extra), timeout=timeout)
+                response = self.pool.request(
+                    endpoint, self._headers_for(endpoint, extra), timeout=timeout
+                )
             except ssl.SSLCertVerificationError as exc:
-                raise NetworkError(f"{endpoint.url}: TLS certificate not trusted ({exc.verify_message})") from exc
+                raise NetworkError(
+                    f"{endpoint.url}: TLS certificate not trusted ({exc.verify_message})"
+                ) from exc
             except (OSError, WireError) as exc:
                 raise _Retry(_network_error(endpoint, exc)) from exc
             self.cancel.watch(response.connection.sock)
@@ -164,6 +172,9 @@ class SourceFetcher:
         try:
             while end is None or offset < end:
                 self.cancel.check()
+                if self.cancel.expired():
+                    # Checked here too: a source without ranges sends everything in one response.
+                    raise DownloadTimeout(f"{self.url}: download did not finish within the timeout")
                 want = len(buffer) if end is None else min(len(buffer), end - offset)
                 count = response.readinto(buffer[:want])
                 if not count:
@@ -176,42 +187,48 @@ class SourceFetcher:
         except (OSError, WireError) as exc:
             if self.cancel.is_set():
                 raise Cancelled() from exc
-            self.accounting.record(SOURCE, self.origin.authority, offset - started, time.monotonic() - t0, pieces=0)
+            self.accounting.record(
+                SOURCE, self.origin.authority, offset - started, time.monotonic() - t0, pieces=0
+            )
             raise _Retry(_network_error(self.origin, exc)) from exc
         finally:
             self.cancel.unwatch(response.connection.sock)
-        self.accounting.record(SOURCE, self.origin.authority, offset - started, time.monotonic() - t0)
+        self.accounting.record(
+            SOURCE, self.origin.authority, offset - started, time.monotonic() - t0
+        )
         response.release()
         return offset
 
     # -- public ---------------------------------------------------------------------------
 
-    def probe(self) -> SourceInfo:
-        """GET the first chunk with a Range header: learn length and range support.
+    def probe(self, start: int = 0, stop: int | None = None) -> SourceInfo:
+        """GET one chunk of [start, stop) with a Range header: learn length and range support.
 
-        The first chunk's bytes are kept (written into the target), so the probe costs nothing.
+        The chunk's bytes are kept (written into the target), so the probe costs nothing.
         For a source without ranges the whole body is streamed here.
         """
         buffer = memoryview(bytearray(READ_BUFFER))
         attempt = 0
         while True:
             try:
-                return self._probe_once(buffer)
+                return self._probe_once(start, stop, buffer)
             except _Retry as retry:
                 attempt += 1
                 self._backoff(attempt, retry.error)
 
-    def _probe_once(self, buffer: memoryview) -> SourceInfo:
-        endpoint, response = self._open(self.origin, [("Range", f"bytes=0-{RANGE_CHUNK - 1}")])
+    def _probe_once(self, start: int, stop: int | None, buffer: memoryview) -> SourceInfo:
+        end = start + RANGE_CHUNK if stop is None else min(stop, start + RANGE_CHUNK)
+        asked = f"bytes={start}-{end - 1}"
+        endpoint, response = self._open(self.origin, [("Range", asked)])
         etag, modified = response.header("etag"), response.header("last-modified")
         if response.status == 206:
-            start, end, total = _content_range(response)
-            if start != 0 or total is None:
+            first, end, total = _content_range(response)
+            if first != start or total is None:
                 self._finish(response)
-                raise SourceHTTPError(self.url, 206, "unexpected Content-Range for bytes=0-")
+                raise SourceHTTPError(self.url, 206, f"unexpected Content-Range for {asked}")
             self.info = SourceInfo(endpoint, total, True, etag, modified)
             self.target_length(total)
-            self._receive(response, 0, end + 1, buffer)
+            self._receive(response, start, end + 1, buffer)
             return self.info
         if response.status == 416:
             total = _content_range_total(response)
@@ -264,11 +281,16 @@ class SourceFetcher:
         ]
         for thread in threads:
             thread.start()
+        timed_out = False
         for thread in threads:
             while thread.is_alive():
                 thread.join(timeout=0.5)
-                if self.cancel.expired():
+                if self.cancel.expired() and not self.cancel.is_set():
+                    timed_out = True
                     self.cancel.cancel()
+        if timed_out and errors:
+            # The workers only saw the cancellation; the reason is the deadline, not a signal.
+            raise DownloadTimeout(f"{self.url}: download did not finish within the timeout")
         if errors:
             real = [e for e in errors if not isinstance(e, Cancelled)]
             raise real[0] if real else errors[0]
@@ -279,11 +301,15 @@ class SourceFetcher:
         offset = start
         while offset < end:
             try:
-                endpoint, response = self._open(self.info.endpoint, [("Range", f"bytes={offset}-{end - 1}")])
+                endpoint, response = self._open(
+                    self.info.endpoint, [("Range", f"bytes={offset}-{end - 1}")]
+                )
                 if response.status != 206:
                     if response.status == 200:
                         self._finish(response)
-                        raise SourceHTTPError(self.url, 200, "the source stopped honouring Range requests")
+                        raise SourceHTTPError(
+                            self.url, 200, "the source stopped honouring Range requests"
+                        )
                     raise self._fail_status(endpoint, response)
                 got = _content_range(response)
                 if got[0] != offset or got[1] != end - 1:
@@ -304,7 +330,9 @@ class SourceFetcher:
         if self.cancel.expired():
             raise DownloadTimeout(f"download timed out; last error: {error}")
         delay = min(4.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
-        log.info("%s; retrying in %.2fs (attempt %d of %d)", error, delay, attempt + 1, MAX_ATTEMPTS)
+        log.info(
+            "%s; retrying in %.2fs (attempt %d of %d)", error, delay, attempt + 1, MAX_ATTEMPTS
+        )
         if self.cancel.wait(self.cancel.remaining(delay)):
             raise Cancelled()
 
@@ -316,7 +344,9 @@ def _split(start: int, end: int, size: int) -> list[tuple[int, int]]:
 def _content_range(response: Response) -> tuple[int, int, int | None]:
     match = _CONTENT_RANGE.match(response.header("content-range"))
     if not match:
-        raise SourceHTTPError(response.connection.endpoint.url, 206, "206 without a valid Content-Range")
+        raise SourceHTTPError(
+            response.connection.endpoint.url, 206, "206 without a valid Content-Range"
+        )
     total = None if match.group(3) == "*" else int(match.group(3))
     return int(match.group(1)), int(match.group(2)), total
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 import threading
 from pathlib import Path
 
 from dfget.digest import Digest
+from dfget.download.intervals import IntervalSet
 from dfget.errors import DigestMismatchError, LocalIOError
 
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -32,29 +34,6 @@ def work_path_beside(destination: Path) -> Path:
     return destination.with_name(f".{destination.name}.dfget-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-class Extents:
-    """Completed byte ranges and the contiguous prefix they form from offset 0."""
-
-    def __init__(self) -> None:
-        self.prefix = 0
-        self._pending: dict[int, int] = {}  # start -> end of ranges beyond the prefix
-
-    def add(self, start: int, end: int) -> bool:
-        """Record [start, end); True when the prefix grew."""
-        if end <= self.prefix:
-            return False
-        if start > self.prefix:
-            self._pending[start] = max(end, self._pending.get(start, 0))
-            return False
-        self.prefix = end
-        while True:
-            grown = [s for s in self._pending if s <= self.prefix]
-            if not grown:
-                return True
-            for s in grown:
-                self.prefix = max(self.prefix, self._pending.pop(s))
-
-
 class Target:
     """Work file + in-order hashing + atomic publication."""
 
@@ -65,14 +44,16 @@ class Target:
         digests: list[Digest],
         length: int | None = None,
         stdout_fd: int | None = None,
+        keep_work_file: bool = False,
     ) -> None:
         self.work_path = work_path
         self.destination = destination
         self.digests = list(digests)
         self.length = length
         self.stdout_fd = stdout_fd
+        self.keep_work_file = keep_work_file
         self._hashes = {d.algorithm: d.new_hash() for d in self.digests}
-        self._extents = Extents()
+        self.done = IntervalSet()
         self._hashed = 0
         self._streamed = 0
         self._total: int | None = None
@@ -115,25 +96,31 @@ class Target:
     def complete(self, start: int, end: int) -> None:
         """Bytes [start, end) are written and final."""
         with self._cond:
-            if self._extents.add(start, end):
+            before = self.done.prefix()
+            self.done.add(start, end)
+            if self.done.prefix() != before:
                 self._cond.notify_all()
 
     @property
     def prefix(self) -> int:
-        return self._extents.prefix
+        return self.done.prefix()
+
+    def missing(self, total: int) -> list[tuple[int, int]]:
+        with self._cond:
+            return self.done.missing(total)
 
     def _follow_prefix(self) -> None:
         view = memoryview(bytearray(_HASH_CHUNK))
         try:
             while True:
                 with self._cond:
-                    while not self._closed and self._hashed >= self._extents.prefix:
+                    while not self._closed and self._hashed >= self.done.prefix():
                         if self._total is not None and self._hashed >= self._total:
                             return
                         self._cond.wait()
                     if self._closed:
                         return
-                    limit = self._extents.prefix
+                    limit = self.done.prefix()
                     if self._total is not None:
                         limit = min(limit, self._total)
                 count = min(len(view), limit - self._hashed)
@@ -157,7 +144,9 @@ class Target:
         """Copy [streamed, upto) of the work file to stdout."""
         assert self.stdout_fd is not None
         while self._streamed < upto:
-            got = os.preadv(self.fd, [view[: min(len(view), upto - self._streamed)]], self._streamed)
+            got = os.preadv(
+                self.fd, [view[: min(len(view), upto - self._streamed)]], self._streamed
+            )
             if got <= 0:
                 raise OSError(errno.EIO, "work file shorter than its completed extents")
             _write_all(self.stdout_fd, view[:got])
@@ -211,7 +200,11 @@ class Target:
             raise LocalIOError(f"cannot write to stdout: {exc.strerror or exc}") from exc
 
     def commit(self, total: int) -> None:
-        """fsync, truncate to ``total`` and atomically rename onto the destination."""
+        """fsync, truncate to ``total`` and atomically move onto the destination.
+
+        With ``keep_work_file`` (the peer server goes on serving it) the destination becomes a
+        hard link of the work file, or a copy when they live on different filesystems.
+        """
         try:
             os.ftruncate(self.fd, total)
             os.fsync(self.fd)
@@ -221,12 +214,17 @@ class Target:
         if self.destination is None:
             self.discard()
             return
+        staged = work_path_beside(self.destination) if self.keep_work_file else self.work_path
         try:
-            os.replace(self.work_path, self.destination)
+            if self.keep_work_file:
+                _link_or_copy(self.work_path, staged)
+            os.replace(staged, self.destination)
             _fsync_dir(self.destination.parent)
         except OSError as exc:
+            if staged != self.work_path:
+                _unlink_quietly(staged)
             self.discard()
-            raise local_io_error("rename onto", self.destination, exc) from exc
+            raise local_io_error("move the download onto", self.destination, exc) from exc
 
     def _close(self) -> None:
         with self._cond:
@@ -241,10 +239,28 @@ class Target:
     def discard(self) -> None:
         """Remove the work file; the destination is never touched."""
         self._close()
+        _unlink_quietly(self.work_path)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _link_or_copy(source: Path, staged: Path) -> None:
+    try:
+        os.link(source, staged)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(source, staged)
+        fd = os.open(staged, os.O_RDONLY)
         try:
-            os.unlink(self.work_path)
-        except FileNotFoundError:
-            pass
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

@@ -1,0 +1,605 @@
+"""The P2P download: register with a supernode, pull piece tasks, fetch, report (spec §2, §5).
+
+Better than v1 where spec §8 lists weaknesses: failover walks every supernode and wraps
+around; pieces already on disk survive a migration; the pull backoff resets whenever a piece
+lands; a stall or a dead end hands over to the source only the ranges still missing (the caller
+does that, from :class:`P2PFallback`); the timeout cancels the piece fetches; every piece is
+checked (length, frame, md5) before it is written; metrics are sent once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfget import PROTOCOL_VERSION
+from dfget.config import Node, Settings
+from dfget.download.accounting import SOURCE, Accounting
+from dfget.download.cancel import Cancel, Cancelled
+from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
+from dfget.download.progress import Progress
+from dfget.download.ratelimit import TokenBucket
+from dfget.download.target import Target
+from dfget.errors import DfgetError, ExitCode
+from dfget.httpwire import Pool
+from dfget.pieces import piece_count
+from dfget.protocol import (
+    CODE_NEED_AUTH,
+    CODE_PEER_CONTINUE,
+    CODE_PEER_FINISH,
+    CODE_PEER_LIMITED,
+    CODE_PEER_WAIT,
+    CODE_SUCCESS,
+    CODE_URL_NOT_REACHABLE,
+    CODE_WAIT_AUTH,
+    RESULT_FAILED,
+    RESULT_INVALID,
+    RESULT_SEMI_SUCCESS,
+    STATUS_RUNNING,
+    STATUS_START,
+)
+from dfget.supernode_client import (
+    PieceTask,
+    Registration,
+    SupernodeClient,
+    SupernodeError,
+    new_http_client,
+    node_order,
+)
+
+log = logging.getLogger("dfget.p2p")
+
+# v1 back-source reasons (spec §5.9).
+REASON_NONE = 0
+REASON_REGISTER_FAILED = 1
+REASON_P2P_ERROR = 3
+REASON_NO_SUPERNODE = 8
+
+STALL_SECONDS = 30.0
+MAX_PIECE_FAILURES = 5
+MAX_IN_FLIGHT = 8
+CONNECT_TIMEOUT = 1.0
+
+
+class P2PFallback(Exception):
+    """P2P cannot (or can no longer) deliver; the caller fetches what is missing elsewhere."""
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NeedAuth(DfgetError):
+    """The supernode says the source needs credentials (code 608)."""
+
+    exit_code = ExitCode.AUTH_REQUIRED
+
+
+@dataclass(slots=True)
+class Identity:
+    """Names of this download on the wire (spec §1.2)."""
+
+    ip: str
+    sign: str
+    cid: str
+    task_file_name: str
+
+    @classmethod
+    def new(cls, ip: str, output_name: str) -> Identity:
+        sign = f"{os.getpid()}-{time.time():.3f}"
+        return cls(ip, sign, f"{ip}-{sign}", f"{output_name}-{sign}")
+
+
+def local_ip_towards(nodes: Sequence[Node]) -> str:
+    """The local address of the first supernode that accepts a TCP connection ('' if none)."""
+    for node in nodes:
+        try:
+            with socket.create_connection((node.host, node.port), timeout=CONNECT_TIMEOUT) as sock:
+                return str(sock.getsockname()[0])
+        except OSError as exc:
+            log.info("supernode %s not reachable: %s", node.address, exc.strerror or exc)
+    return ""
+
+
+@dataclass
+class _Report:
+    """What the next pull tells the supernode about one piece."""
+
+    dst_cid: str = ""
+    range: str = ""
+    result: int = RESULT_INVALID
+    status: int = STATUS_START
+
+
+@dataclass
+class P2PState:
+    """What survives a migration between supernodes."""
+
+    registration: Registration | None = None
+    md5: str = ""
+    md5_verified_pieces: int = 0
+    pieces_total: int = 0
+    max_end: int = 0
+    tried: list[str] = field(default_factory=list)
+
+
+class P2PDownload:
+    """One P2P attempt. :meth:`run` returns the file length or raises P2PFallback."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: Identity,
+        nodes: list[Node],
+        target: Target,
+        *,
+        server_port: int,
+        headers: Sequence[tuple[str, str]],
+        accounting: Accounting,
+        progress: Progress,
+        bucket: TokenBucket,
+        cancel: Cancel,
+        pool: Pool,
+        task_key: str,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.nodes = node_order(nodes, task_key)
+        self.target = target
+        self.server_port = server_port
+        self.headers = list(headers)
+        self.accounting = accounting
+        self.progress = progress
+        self.bucket = bucket
+        self.cancel = cancel
+        self.pool = pool
+        self.state = P2PState()
+        self.http = new_http_client()
+        self._results: queue.SimpleQueue[PieceResult | BaseException] = queue.SimpleQueue()
+        self._success_reports: queue.SimpleQueue[tuple[SupernodeClient, str, str, str] | None] = (
+            queue.SimpleQueue()
+        )
+        self._reporter = threading.Thread(target=self._report_successes, daemon=True)
+        self._reporter.start()
+        self.client: SupernodeClient | None = None
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register_body(self, node: Node) -> dict[str, Any]:
+        s = self.settings
+        body: dict[str, Any] = {
+            "superNodeIp": node.host,
+            "rawUrl": s.url,
+            "taskUrl": task_url(s.url, s.filters),
+            "cid": self.identity.cid,
+            "ip": self.identity.ip,
+            "hostName": socket.gethostname(),
+            "port": self.server_port,
+            "path": f"/peer/file/{self.identity.task_file_name}",
+            "version": PROTOCOL_VERSION,
+        }
+        if s.md5:
+            body["md5"] = s.md5
+        elif s.identifier:
+            body["identifier"] = s.identifier
+        if s.callsystem:
+            body["callSystem"] = s.callsystem
+        if s.headers:
+            body["headers"] = [f"{n}: {v}" for n, v in self.headers]
+        if s.dfdaemon:
+            body["dfdaemon"] = True
+        if s.insecure:
+            body["insecure"] = True
+        if s.cacerts:
+            body["rootCAs"] = [_b64_file(path) for path in s.cacerts]
+        return body
+
+    def register(self, exclude: str = "") -> Registration:
+        """Walk the nodes in task order (wrapping around), skipping ``exclude``."""
+        errors: list[str] = []
+        for node in self.nodes:
+            if node.address == exclude:
+                continue
+            self.cancel.check()
+            client = SupernodeClient(node, self.http)
+            for _attempt in range(3):
+                try:
+                    code, registration, msg = client.register(self.register_body(node))
+                except SupernodeError as exc:
+                    errors.append(str(exc))
+                    break
+                if code == CODE_WAIT_AUTH:
+                    time.sleep(1)
+                    continue
+                if code == CODE_SUCCESS and registration is not None:
+                    self.client = client
+                    self.state.tried.append(node.address)
+                    return registration
+                if code == CODE_NEED_AUTH:
+                    raise NeedAuth(f"supernode {node.address}: the source requires authentication")
+                errors.append(f"{node.address}: code {code} {msg}".strip())
+                if code == CODE_URL_NOT_REACHABLE:
+                    raise P2PFallback(REASON_REGISTER_FAILED, "; ".join(errors))
+                break
+        raise P2PFallback(
+            REASON_REGISTER_FAILED,
+            "registration failed: " + ("; ".join(errors) or "no supernode left"),
+        )
+
+    # -- the pull loop --------------------------------------------------------------------
+
+    def run(self, started: float) -> int:
+        """Register, then pull until done; the deadline defaults to v1's length/minrate rule."""
+        registration = self.register()
+        self._adopt(registration)
+        if self.cancel.deadline is None:
+            timeout = self.settings.download_timeout(max(registration.file_length, 0))
+            self.cancel.deadline = started + timeout
+        return self._loop()
+
+    def _adopt(self, registration: Registration) -> None:
+        previous = self.state.registration
+        self.state.registration = registration
+        if registration.file_length >= 0:
+            self.progress.start(registration.file_length)
+        if previous is not None and previous.piece_size != registration.piece_size:
+            # Raw bytes stay where they are; only the piece numbering changes.
+            log.info(
+                "piece size changed from %d to %d", previous.piece_size, registration.piece_size
+            )
+        layout = Layout(registration.file_length, registration.piece_size, registration.cdn_source)
+        self.layout = layout
+        self.state.pieces_total = (
+            piece_count(registration.file_length, registration.piece_size, layout.wrapped)
+            if registration.file_length >= 0
+            else 0
+        )
+        self.fetcher = PieceFetcher(
+            layout,
+            self.target,
+            self.pool,
+            user_headers=self.headers,
+            source_host=_source_host(self.settings.url),
+            cancel=self.cancel,
+            bucket=self.bucket,
+            progress=self.progress,
+            timeout=registration.piece_size / max(self.settings.minrate, 1) + 10,
+        )
+
+    def _loop(self) -> int:
+        report = _Report()
+        backoff = _Backoff()
+        in_flight: dict[int, PieceTask] = {}
+        pending: deque[_Report] = deque()
+        stall = _StallWatch(self.progress)
+        failures: dict[int, int] = {}
+        workers = _WorkerPool(MAX_IN_FLIGHT, self._fetch_into_results)
+        try:
+            while True:
+                if self.cancel.expired():
+                    raise P2PFallback(REASON_NONE, "P2P download timed out")
+                if stall.stalled():
+                    raise P2PFallback(REASON_P2P_ERROR, f"no data arrived for {STALL_SECONDS:.0f}s")
+                assert self.client is not None and self.state.registration is not None
+                try:
+                    answer = self.client.pull(
+                        self.identity.cid,
+                        report.dst_cid,
+                        report.range,
+                        report.result,
+                        report.status,
+                        self.state.registration.task_id,
+                    )
+                except SupernodeError as exc:
+                    report = self._migrate(f"pull failed: {exc}")
+                    continue
+                if answer.code == CODE_PEER_FINISH:
+                    self.state.md5 = answer.md5
+                    return self._finish(in_flight)
+                started = 0
+                if answer.code == CODE_PEER_CONTINUE:
+                    for task in answer.pieces:
+                        if self._have(task):
+                            # Already on disk (e.g. from before a migration): tell the supernode.
+                            pending.append(
+                                _Report(task.cid, task.range, RESULT_SEMI_SUCCESS, STATUS_RUNNING)
+                            )
+                        elif task.piece_num not in in_flight:
+                            in_flight[task.piece_num] = task
+                            workers.submit(task)
+                            started += 1
+                elif answer.code not in (CODE_PEER_WAIT, CODE_PEER_LIMITED, CODE_SUCCESS):
+                    report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
+                    continue
+                if pending or started:
+                    wait = 0.0
+                elif answer.code == CODE_PEER_WAIT or not in_flight:
+                    wait = backoff.next()
+                else:
+                    wait = 2.0
+                for result in self._drain(wait):
+                    in_flight.pop(result.task.piece_num, None)
+                    self._account(result)
+                    if result.ok:
+                        backoff.reset()
+                        pending.append(
+                            _Report(
+                                result.task.cid,
+                                result.task.range,
+                                RESULT_SEMI_SUCCESS,
+                                STATUS_RUNNING,
+                            )
+                        )
+                    else:
+                        count = failures[result.task.piece_num] = (
+                            failures.get(result.task.piece_num, 0) + 1
+                        )
+                        if count >= MAX_PIECE_FAILURES:
+                            raise P2PFallback(
+                                REASON_P2P_ERROR,
+                                f"piece {result.task.piece_num} failed {count} times, last from "
+                                f"{result.kind} {result.holder}: {result.error}",
+                            )
+                        pending.appendleft(
+                            _Report(
+                                result.task.cid, result.task.range, RESULT_FAILED, STATUS_RUNNING
+                            )
+                        )
+                if pending:
+                    report = pending.popleft()
+        finally:
+            # Stop fetches still running (the source may take over their ranges) and wait.
+            self.cancel.cancel()
+            workers.close()
+
+    def _migrate(self, why: str) -> _Report:
+        """Re-register elsewhere, keeping every piece already on disk; the next pull starts over."""
+        current = self.client.node.address if self.client else ""
+        log.warning("supernode %s: %s; migrating", current, why)
+        if len(self.nodes) <= 1:
+            raise P2PFallback(REASON_P2P_ERROR, f"supernode {current}: {why}")
+        try:
+            registration = self.register(exclude=current)
+        except P2PFallback as exc:
+            raise P2PFallback(REASON_P2P_ERROR, f"supernode {current}: {why}; {exc}") from exc
+        self._adopt(registration)
+        return _Report()
+
+    def _have(self, task: PieceTask) -> bool:
+        start = self.layout.offset(task.piece_num)
+        length = self.layout.data_len(task.piece_num)
+        return length is not None and length > 0 and self.target.done.covers(start, start + length)
+
+    def _fetch_into_results(self, task: PieceTask, buffer: bytearray) -> None:
+        try:
+            self._results.put(self.fetcher.fetch(task, buffer))
+        except Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
+            self._results.put(exc)
+
+    def _drain(self, wait: float) -> list[PieceResult]:
+        results: list[PieceResult] = []
+        try:
+            item = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
+            while True:
+                if isinstance(item, BaseException):
+                    raise item
+                results.append(item)
+                item = self._results.get_nowait()
+        except queue.Empty:
+            return results
+
+    def _account(self, result: PieceResult) -> None:
+        task = result.task
+        if result.ok:
+            self.accounting.record(
+                result.kind, result.holder, result.nbytes, result.seconds, task.cid
+            )
+            if task.md5:
+                self.state.md5_verified_pieces += 1
+            self.state.max_end = max(self.state.max_end, result.end)
+            assert self.client is not None
+            self._success_reports.put((self.client, task.cid, task.range, result.holder))
+            log.debug(
+                "piece %d range %s from %s %s: %d bytes in %.0f ms",
+                task.piece_num,
+                task.range,
+                result.kind,
+                result.holder,
+                result.nbytes,
+                result.seconds * 1000,
+            )
+            if result.kind == SOURCE:
+                self.accounting.why_source("the supernode assigned the piece to the source")
+            return
+        self.accounting.failure(result.kind, result.holder, task.cid)
+        log.warning(
+            "piece %d from %s %s failed: %s",
+            task.piece_num,
+            result.kind,
+            result.holder,
+            result.error,
+        )
+        if result.error_type and self.client is not None and self.state.registration is not None:
+            kind, endpoint_holder = result.kind, result.holder
+            try:
+                self.client.piece_error(
+                    result.error_type,
+                    self.identity.cid,
+                    task.cid,
+                    task.peer_ip,
+                    self.state.registration.task_id,
+                    task.range,
+                    result.real_md5,
+                    task.md5 if result.real_md5 else "",
+                )
+            except SupernodeError as exc:
+                log.info("piece error report for %s %s failed: %s", kind, endpoint_holder, exc)
+
+    def _report_successes(self) -> None:
+        """/peer/piece/suc in the background, 3 attempts each (spec §2.5)."""
+        while True:
+            item = self._success_reports.get()
+            if item is None:
+                return
+            client, dst_cid, piece_range, _holder = item
+            assert self.state.registration is not None
+            for attempt in range(3):
+                try:
+                    client.piece_success(
+                        self.state.registration.task_id, self.identity.cid, dst_cid, piece_range
+                    )
+                    break
+                except SupernodeError as exc:
+                    log.info("piece success report failed (attempt %d): %s", attempt + 1, exc)
+                    time.sleep(random.uniform(0.05, 0.55))
+
+    def _finish(self, in_flight: dict[int, PieceTask]) -> int:
+        registration = self.state.registration
+        assert registration is not None
+        if in_flight:
+            for result in self._drain(0.0):
+                self._account(result)
+        length = registration.file_length if registration.file_length >= 0 else self.state.max_end
+        missing = self.target.missing(length)
+        if missing:
+            raise P2PFallback(
+                REASON_P2P_ERROR,
+                f"the supernode reported the download complete but {len(missing)} range(s) are missing",
+            )
+        return length
+
+    @property
+    def all_pieces_md5_verified(self) -> bool:
+        return (
+            self.state.pieces_total > 0
+            and self.state.md5_verified_pieces >= self.state.pieces_total
+        )
+
+    def metrics(self, success: bool, reason: int, duration: float, length: int) -> None:
+        """POST /task/metrics once (v1 sends it twice, spec §8)."""
+        if self.client is None or self.state.registration is None:
+            return
+        body = {
+            "IP": self.identity.ip,
+            "backsourceReason": str(reason),
+            "cID": self.identity.cid,
+            "callSystem": self.settings.callsystem,
+            "duration": round(duration, 9),
+            "fileLength": length,
+            "port": self.server_port,
+            "success": success,
+            "taskId": self.state.registration.task_id,
+        }
+        try:
+            self.client.metrics({k: v for k, v in body.items() if v not in ("", 0, None)})
+        except SupernodeError as exc:
+            log.info("metrics report failed: %s", exc)
+
+    def close(self) -> None:
+        self._success_reports.put(None)
+        self._reporter.join(timeout=3)
+        self.http.close()
+
+
+class _Backoff:
+    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a piece lands."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._low = 0.05
+
+    def next(self) -> float:
+        value = random.uniform(self._low, self._low * 2)
+        self._low = min(self._low * 2, 0.8)
+        return value
+
+
+class _StallWatch:
+    """A stall is no new byte for STALL_SECONDS: a slow holder still counts as progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seen = progress.done
+        self.at = time.monotonic()
+
+    def stalled(self) -> bool:
+        now = time.monotonic()
+        if self.progress.done != self.seen:
+            self.seen, self.at = self.progress.done, now
+        return now - self.at > STALL_SECONDS
+
+
+class _WorkerPool:
+    """Fetch threads, each with its own piece-sized buffer."""
+
+    def __init__(self, size: int, work: Any) -> None:
+        self._queue: queue.SimpleQueue[PieceTask | None] = queue.SimpleQueue()
+        self._work = work
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True, name=f"piece-{i}") for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, task: PieceTask) -> None:
+        self._queue.put(task)
+
+    def _run(self) -> None:
+        buffer = bytearray()
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            if len(buffer) < task.piece_size:
+                buffer = bytearray(task.piece_size)
+            self._work(task, buffer)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def task_url(url: str, filters: Sequence[str]) -> str:
+    """The URL with ``--filter``ed query parameters removed (spec §5.1)."""
+    base, sep, query = url.partition("?")
+    if not sep or not filters:
+        return url
+    kept = [p for p in query.split("&") if p.split("=", 1)[0] not in set(filters)]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
+def task_key(url: str, filters: Sequence[str]) -> str:
+    """What identifies the content for choosing a supernode: the blob digest, else the URL."""
+    from dfget.digest import digest_from_url
+
+    digest = digest_from_url(url)
+    return str(digest) if digest else task_url(url, filters)
+
+
+def _source_host(url: str) -> tuple[str, int]:
+    from dfget.httpwire import Endpoint
+
+    endpoint = Endpoint.parse(url)
+    return endpoint.host, endpoint.port
+
+
+def _b64_file(path: str) -> str:
+    import base64
+
+    return base64.b64encode(Path(path).read_bytes()).decode()

@@ -1,0 +1,47 @@
+"""Log files in v1's layout and line format (spec §6.6).
+
+``<home>/logs/dfclient.log`` (downloads) and ``dfserver.log`` (peer server), size-rotated
+(40 MB, one backup), lines like ``2026-11-29 01:12:34.567 INFO sign:4242 : message``.
+Request headers are never logged wholesale: user headers may carry credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+MAX_BYTES = 40 * 1024 * 1024
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def setup(
+    home: Path, verbose: bool, file_name: str, sign: str = "", console: bool = False
+) -> None:
+    """Send the ``dfget`` loggers to ``<home>/logs/<file_name>`` (stderr if that fails)."""
+    line = f"%(asctime)s.%(msecs)03d %(levelname).4s sign:{sign or '%(process)d'} : %(message)s"
+    formatter = logging.Formatter(line, DATE_FORMAT)
+    handlers: list[logging.Handler] = []
+    try:
+        logs = home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                logs / file_name, maxBytes=MAX_BYTES, backupCount=1, encoding="utf-8"
+            )
+        )
+    except OSError as exc:
+        print(f"dfget: cannot open the log in {home / 'logs'}: {exc}", file=sys.stderr)
+        console = True
+    if console:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    root = logging.getLogger("dfget")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False

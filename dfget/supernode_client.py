@@ -1,0 +1,226 @@
+"""The Dragonfly v1 supernode API as typed calls, and the choice of supernode for a task.
+
+Requests look like dfget 1.0.6's on the wire (wire transcript §5): unescaped queries in v1
+parameter order, JSON bodies with dfget's key spellings and Go's escaping, 5 s timeouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from dfget import PROTOCOL_VERSION
+from dfget.config import Node
+from dfget.protocol import (
+    CODE_PEER_CONTINUE,
+    JSON_REQUEST_CONTENT_TYPE,
+    go_json,
+    raw_query,
+)
+
+log = logging.getLogger("dfget.supernode_client")
+
+API_TIMEOUT = 5.0
+
+
+class SupernodeError(Exception):
+    """A supernode call failed: transport error, non-200 HTTP status or unusable body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    node: Node
+    task_id: str
+    file_length: int
+    piece_size: int
+    cdn_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PieceTask:
+    """One piece assignment of a 601 answer."""
+
+    range: str
+    piece_num: int
+    piece_size: int
+    piece_md5: str
+    cid: str
+    peer_ip: str
+    peer_port: int
+    path: str
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> PieceTask:
+        return cls(
+            range=str(item.get("range", "")),
+            piece_num=int(item.get("pieceNum", 0)),
+            piece_size=int(item.get("pieceSize", 0)),
+            piece_md5=str(item.get("pieceMd5", "") or ""),
+            cid=str(item.get("cid", "")),
+            peer_ip=str(item.get("peerIp", "")),
+            peer_port=int(item.get("peerPort", 0)),
+            path=str(item.get("path", "")),
+        )
+
+    @property
+    def md5(self) -> str:
+        """The bare md5 hex of the wrapped piece ('' when unknown)."""
+        return self.piece_md5.split(":", 1)[0]
+
+
+@dataclass(slots=True)
+class PullAnswer:
+    code: int
+    msg: str = ""
+    pieces: list[PieceTask] = field(default_factory=list)
+    md5: str = ""
+
+
+def _envelope(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise SupernodeError(f"{response.status_code}:{response.text.strip()[:200]}")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise SupernodeError(f"invalid JSON from supernode: {response.text[:80]!r}") from exc
+    if not isinstance(body, dict):
+        raise SupernodeError(f"unexpected answer from supernode: {response.text[:80]!r}")
+    return body
+
+
+class SupernodeClient:
+    """Calls to one supernode over a keep-alive connection."""
+
+    def __init__(self, node: Node, http: httpx.Client) -> None:
+        self.node = node
+        self.http = http
+        self.base = f"http://{node.address}"
+
+    def _get(self, path: str, params: Sequence[tuple[str, object]]) -> httpx.Response:
+        try:
+            return self.http.get(f"{self.base}{path}?{raw_query(params)}")
+        except httpx.HTTPError as exc:
+            raise SupernodeError(f"{self.node.address}: {exc or type(exc).__name__}") from exc
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        try:
+            return self.http.post(
+                f"{self.base}{path}",
+                content=go_json(body),
+                headers={"Content-Type": JSON_REQUEST_CONTENT_TYPE},
+            )
+        except httpx.HTTPError as exc:
+            raise SupernodeError(f"{self.node.address}: {exc or type(exc).__name__}") from exc
+
+    def register(self, body: dict[str, Any]) -> tuple[int, Registration | None, str]:
+        """POST /peer/registry; returns (code, registration or None, message)."""
+        envelope = _envelope(self._post("/peer/registry", body))
+        code = int(envelope.get("code", 0))
+        data = envelope.get("data") or {}
+        if code != 200:
+            return code, None, str(envelope.get("msg", ""))
+        try:
+            registration = Registration(
+                node=self.node,
+                task_id=str(data["taskId"]),
+                file_length=int(data.get("fileLength", -1)),
+                piece_size=int(data["pieceSize"]),
+                cdn_source=str(data.get("cdnSource") or "supernode"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SupernodeError(f"registration answer without usable data: {data!r}") from exc
+        if registration.piece_size <= 5 or not registration.task_id:
+            raise SupernodeError(f"registration answer without usable data: {data!r}")
+        return code, registration, str(envelope.get("msg", ""))
+
+    def pull(
+        self, src_cid: str, dst_cid: str, piece_range: str, result: int, status: int, task_id: str
+    ) -> PullAnswer:
+        """GET /peer/task carrying the result of one piece (or the start marker)."""
+        params = [
+            ("srcCid", src_cid),
+            ("dstCid", dst_cid),
+            ("range", piece_range),
+            ("result", result),
+            ("status", status),
+            ("taskId", task_id),
+        ]
+        envelope = _envelope(self._get("/peer/task", params))
+        code = int(envelope.get("code", 0))
+        answer = PullAnswer(code, str(envelope.get("msg", "")))
+        data = envelope.get("data")
+        if code == CODE_PEER_CONTINUE and isinstance(data, list):
+            answer.pieces = [PieceTask.from_json(item) for item in data if isinstance(item, dict)]
+        elif isinstance(data, dict):
+            answer.md5 = str(data.get("md5", "") or "")
+        return answer
+
+    def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None:
+        params = [
+            ("taskId", task_id),
+            ("cid", cid),
+            ("dstCid", dst_cid),
+            ("pieceRange", piece_range),
+        ]
+        _envelope(self._get("/peer/piece/suc", params))
+
+    def piece_error(
+        self,
+        error_type: str,
+        src_cid: str,
+        dst_cid: str,
+        dst_ip: str,
+        task_id: str,
+        piece_range: str,
+        real_md5: str = "",
+        expected_md5: str = "",
+    ) -> None:
+        params = [
+            ("errorType", error_type),
+            ("srcCid", src_cid),
+            ("dstCid", dst_cid),
+            ("dstIp", dst_ip),
+            ("taskId", task_id),
+            ("range", piece_range),
+            ("realMd5", real_md5),
+            ("expectedMd5", expected_md5),
+        ]
+        self._get("/peer/piece/error", params)
+
+    def metrics(self, body: dict[str, Any]) -> None:
+        response = self._post("/task/metrics", body)
+        if response.status_code != 200:
+            raise SupernodeError(f"{response.status_code}:{response.text.strip()[:200]}")
+
+
+def new_http_client() -> httpx.Client:
+    """One keep-alive client for every supernode call of a download (no env proxies: v1's
+    fasthttp client ignores them, and a supernode is an internal service)."""
+    return httpx.Client(
+        timeout=API_TIMEOUT,
+        trust_env=False,
+        headers={"User-Agent": f"dfget/{PROTOCOL_VERSION}"},
+    )
+
+
+def node_order(nodes: Sequence[Node], task_key: str) -> list[Node]:
+    """All nodes in the order this task tries them: weighted rendezvous hashing of the task key.
+
+    Every dfget downloading the same blob computes the same order, so all its peers meet at
+    the same supernode (v1 shuffles the list, scattering them); on failure the next node in
+    this order takes over, and the preferred one is back as soon as it answers again.
+    """
+
+    def score(node: Node) -> float:
+        digest = hashlib.sha256(f"{node.host}:{node.port}|{task_key}".encode()).digest()
+        uniform = (int.from_bytes(digest[:8], "big") + 1) / 2.0**64
+        return -node.weight / math.log(uniform)
+
+    unique = list(dict.fromkeys(nodes))
+    return sorted(unique, key=score, reverse=True)
