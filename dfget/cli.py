@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from dfget import PROTOCOL_VERSION, __version__
 from dfget.config import (
@@ -14,8 +15,6 @@ from dfget.config import (
     DEFAULT_EXPIRETIME,
     DEFAULT_HOME,
     PATTERNS,
-    Settings,
-    parse_nodes,
 )
 from dfget.errors import DfgetError, ExitCode, exit_code_table
 from dfget.units import format_duration, parse_duration, parse_rate
@@ -44,11 +43,41 @@ class DurationType(click.ParamType):
 RATE = RateType()
 DURATION = DurationType()
 
+# Help sections of the download options, in display order.
+SECTIONS = {
+    "Source": [
+        "url",
+        "output",
+        "digest",
+        "md5",
+        "identifier",
+        "headers",
+        "header_file",
+        "cacerts",
+        "insecure",
+        "filters",
+        "connections",
+    ],
+    "P2P": ["pattern", "nodes", "notbs", "dfdaemon", "callsystem", "config"],
+    "Limits": ["locallimit", "minrate", "totallimit", "timeout", "clientqueue"],
+    "Output": ["showbar", "quiet", "as_json", "trace", "console", "verbose"],
+    "Peer server": ["home", "ip", "port", "expiretime", "alivetime"],
+}
+
 EPILOG = f"""\b
 Examples:
-  dfget -u https://registry/v2/library/app/blobs/sha256:<hex> -o layer.tar.gz
+  # A registry blob; its sha256 is verified automatically:
+  dfget -u https://registry/v2/library/app/blobs/sha256:<hex> -o layer.tar.gz \\
+        --header "Authorization: Bearer $TOKEN"
+  # Through two supernodes:
   dfget -u http://origin/file.bin -o file.bin --node sn1:8002,sn2:8002
+  # Source only, streamed to a pipe:
   dfget -u http://origin/file.bin -o - --pattern source | tar x
+
+\b
+Environment: DFGET_<OPTION> sets an option (e.g. DFGET_NODE, DFGET_LOCALLIMIT); DFGET_HEADER_<NAME>
+adds a header (DFGET_HEADER_AUTHORIZATION); DFGET_CONFIG names the configuration file.
+Precedence: flags > environment > configuration file > defaults.
 
 \b
 Exit codes:
@@ -56,10 +85,34 @@ Exit codes:
 """
 
 
+class SectionedGroup(click.Group):
+    """A group whose own options are listed in sections (Source, P2P, Limits, ...)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        shown: set[str] = set()
+        for title, names in SECTIONS.items():
+            rows = [records[n] for n in names if records.get(n)]
+            shown.update(names)
+            if rows:
+                with formatter.section(f"{title} options"):
+                    formatter.write_dl(rows)  # type: ignore[arg-type]
+        rest = [r for n, r in records.items() if n not in shown and r]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)  # type: ignore[arg-type]
+        self.format_commands(ctx, formatter)
+
+
 @click.group(
+    cls=SectionedGroup,
     invoke_without_command=True,
     epilog=EPILOG,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "auto_envvar_prefix": "DFGET",
+    },
 )
 @click.option("-u", "--url", help="Source URL (http or https) of the file to download.")
 @click.option(
@@ -74,12 +127,19 @@ Exit codes:
     "are verified automatically.",
 )
 @click.option("-m", "--md5", help="Expected MD5 of the file (hex); also part of the task id.")
-@click.option("-i", "--identifier", help="Task discriminator for the supernode (ignored with --md5).")
+@click.option(
+    "-i", "--identifier", help="Task discriminator for the supernode (ignored with --md5)."
+)
 @click.option(
     "--header",
     "headers",
     multiple=True,
-    help="Extra request header 'Name: value' for the source (repeatable).",
+    help="Request header 'Name: value' (or 'Name:value') for the source; repeatable.",
+)
+@click.option(
+    "--header-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File with one 'Name: value' header per line, so tokens stay off the command line.",
 )
 @click.option(
     "--cacerts",
@@ -94,51 +154,6 @@ Exit codes:
     help="'&'-separated query parameter names left out of the task URL (e.g. signed-URL tokens).",
 )
 @click.option(
-    "-p",
-    "--pattern",
-    type=click.Choice(PATTERNS),
-    default="p2p",
-    show_default=True,
-    help="p2p: peers, CDN, then source; cdn: like p2p but serve nothing; source: origin only.",
-)
-@click.option(
-    "-n",
-    "--node",
-    "nodes",
-    multiple=True,
-    help="Supernodes 'host[:port][=weight],...'. Default: 127.0.0.1:8002.",
-)
-@click.option("--notbs", is_flag=True, help="Never fall back to the source; fail instead.")
-@click.option("--dfdaemon", is_flag=True, help="Mark the request as coming from dfdaemon.")
-@click.option("--callsystem", default="", help="Caller name reported to the supernode.")
-@click.option(
-    "-s",
-    "--locallimit",
-    type=RATE,
-    default="0",
-    help="Download rate limit of this download, e.g. 20M; 0 means unlimited (v1 capped at 20MB).",
-)
-@click.option(
-    "--minrate",
-    type=RATE,
-    default="64KB",
-    show_default=True,
-    help="Minimum expected rate, used to derive the default timeout.",
-)
-@click.option(
-    "--totallimit",
-    type=RATE,
-    default="0",
-    help="Host-wide upload limit applied by the peer server; 0 means unlimited.",
-)
-@click.option(
-    "-e",
-    "--timeout",
-    type=DURATION,
-    default="0",
-    help="Timeout of the whole download (Go duration, e.g. 5m). 0: length/minrate + 10s.",
-)
-@click.option(
     "--connections",
     type=click.IntRange(1, 64),
     default=DEFAULT_CONNECTIONS,
@@ -146,21 +161,96 @@ Exit codes:
     help="Parallel ranged connections to the source.",
 )
 @click.option(
+    "-p",
+    "--pattern",
+    type=click.Choice(PATTERNS),
+    default="p2p",
+    show_default=True,
+    help="p2p: peers, CDN, then source, and serve pieces; cdn: the same without serving; "
+    "source: the origin only.",
+)
+@click.option(
+    "-n",
+    "--node",
+    "nodes",
+    multiple=True,
+    help="Supernodes 'host[:port][=weight],...' (last occurrence wins). Default: the "
+    "configuration file, else 127.0.0.1:8002.",
+)
+@click.option(
+    "--notbs", is_flag=True, help="Never fall back to the source; fail (exit 80) instead."
+)
+@click.option("--dfdaemon", is_flag=True, help="Mark the request as coming from dfdaemon.")
+@click.option("--callsystem", default="", help="Caller name reported to the supernode.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file (default /etc/dragonfly/dfget.yml, then /etc/dragonfly.conf).",
+)
+@click.option(
+    "-s",
+    "--locallimit",
+    type=RATE,
+    default="0",
+    help="Rate limit of this download in bytes/s (20M, 64KB, ...); 0: unlimited (v1: 20MB).",
+)
+@click.option(
+    "--minrate",
+    type=RATE,
+    default="64KB",
+    show_default=True,
+    help="Slowest acceptable rate; the default timeout is length/minrate + 10s.",
+)
+@click.option(
+    "--totallimit",
+    type=RATE,
+    default="0",
+    help="Host-wide upload limit applied by the peer server in bytes/s; 0: unlimited.",
+)
+@click.option(
+    "-e",
+    "--timeout",
+    type=DURATION,
+    default="0",
+    help="Limit for the whole download (Go duration: 30s, 5m); 0: length/minrate + 10s.",
+)
+@click.option(
     "--clientqueue",
     type=click.IntRange(0, 1024),
     default=6,
     show_default=True,
-    help="Pieces that may wait for the writer.",
+    help="Accepted for compatibility (v1's write-queue length); pieces are written directly.",
 )
 @click.option(
+    "-b", "--showbar", is_flag=True, help="Show the progress bar even when not on a terminal."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON result object instead of text."
+)
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one JSON line per piece event to FILE (zstd-compressed if it ends in .zst).",
+)
+@click.option("--console", is_flag=True, help="Mirror the log to stderr.")
+@click.option("--verbose", is_flag=True, help="Debug logging: one line per piece in the log.")
+@click.option(
     "--home",
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=str(DEFAULT_HOME),
     show_default=True,
-    help="Work home: meta, data and logs.",
+    help="Work home: meta/, data/ (served pieces) and logs/.",
 )
-@click.option("--ip", default="", help="IP the peer server binds to and advertises.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Peer server port (0: auto).")
+@click.option(
+    "--ip", default="", help="IP the peer server binds to and advertises (default: auto)."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Peer server port; 0 picks one in 15000-65000.",
+)
 @click.option(
     "--expiretime",
     type=DURATION,
@@ -173,13 +263,8 @@ Exit codes:
     type=DURATION,
     default=format_duration(DEFAULT_ALIVETIME),
     show_default=True,
-    help="Peer server idle lifetime.",
+    help="The peer server exits after this long without uploads.",
 )
-@click.option("-b", "--showbar", is_flag=True, help="Show a progress bar even when not on a terminal.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON result object on stdout.")
-@click.option("--console", is_flag=True, help="Mirror the log to stderr.")
-@click.option("--verbose", is_flag=True, help="Debug logging, one line per piece.")
 @click.version_option(
     __version__, "-v", "--version", message=f"dfget %(version)s (Dragonfly {PROTOCOL_VERSION})"
 )
@@ -195,63 +280,27 @@ def cli(ctx: click.Context, **values: object) -> None:
         return
     if not values["url"]:
         raise click.UsageError("missing --url", ctx)
-    settings = build_settings(values)
+    from dfget.settings import SettingsError, build_settings
+
+    explicit = {
+        name
+        for name in values
+        if ctx.get_parameter_source(name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    try:
+        settings = build_settings(values, explicit)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc), ctx) from exc
     from dfget.download import run
 
     ctx.exit(run(settings))
 
 
-def build_settings(values: dict) -> Settings:  # type: ignore[type-arg]
-    from dfget.download.output import default_output
-
-    url = str(values["url"])
-    if not url.lower().startswith(("http://", "https://")):
-        raise click.BadParameter(f"{url!r}: only http and https URLs are supported", param_hint="--url")
-    output = values["output"] or default_output(url)
-    try:
-        nodes = parse_nodes(values["nodes"]) if values["nodes"] else ()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--node") from exc
-    md5 = str(values["md5"] or "").lower()
-    filters = tuple(f for f in str(values["filters"] or "").split("&") if f)
-    cacerts = tuple(c for item in values["cacerts"] for c in str(item).split(",") if c)  # type: ignore[attr-defined]
-    return Settings(
-        url=url,
-        output=Path(output) if output == "-" else Path(output).absolute(),
-        nodes=nodes,
-        nodes_explicit=bool(nodes),
-        pattern=str(values["pattern"]),
-        headers=tuple(values["headers"]),  # type: ignore[arg-type]
-        md5=md5,
-        identifier=str(values["identifier"] or ""),
-        digest=str(values["digest"] or ""),
-        callsystem=str(values["callsystem"]),
-        filters=filters,
-        cacerts=cacerts,
-        insecure=bool(values["insecure"]),
-        notbs=bool(values["notbs"]),
-        dfdaemon=bool(values["dfdaemon"]),
-        locallimit=int(values["locallimit"]),  # type: ignore[call-overload]
-        minrate=int(values["minrate"]),  # type: ignore[call-overload]
-        totallimit=int(values["totallimit"]),  # type: ignore[call-overload]
-        timeout=float(values["timeout"]),  # type: ignore[arg-type]
-        connections=int(values["connections"]),  # type: ignore[call-overload]
-        clientqueue=int(values["clientqueue"]),  # type: ignore[call-overload]
-        home=Path(values["home"]).expanduser(),  # type: ignore[arg-type]
-        ip=str(values["ip"]),
-        port=int(values["port"]),  # type: ignore[call-overload]
-        expiretime=float(values["expiretime"]),  # type: ignore[arg-type]
-        alivetime=float(values["alivetime"]),  # type: ignore[arg-type]
-        showbar=bool(values["showbar"]),
-        quiet=bool(values["quiet"]),
-        json=bool(values["as_json"]),
-        console=bool(values["console"]),
-        verbose=bool(values["verbose"]),
-    )
-
-
 @cli.command()
-@click.option("--data", type=click.Path(path_type=Path), help="Data directory (default <home>/data).")
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Data directory (default <home>/data)."
+)
 @click.option(
     "--home",
     type=click.Path(path_type=Path),
@@ -293,7 +342,9 @@ def server(**values: object) -> None:
 
 
 @cli.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=8002, show_default=True, help="API port.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8002, show_default=True, help="API port."
+)
 @click.option(
     "--download-port",
     type=click.IntRange(1, 65535),
@@ -301,8 +352,17 @@ def server(**values: object) -> None:
     show_default=True,
     help="Port serving the CDN's piece files.",
 )
-@click.option("--listen-ip", default="0.0.0.0", show_default=True, help="Address to listen on ('::' for dual stack).")
-@click.option("--advertise-ip", default="", help="IP given to peers for the CDN (default: the address each peer used).")
+@click.option(
+    "--listen-ip",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address to listen on ('::' for dual stack).",
+)
+@click.option(
+    "--advertise-ip",
+    default="",
+    help="IP given to peers for the CDN (default: the address each peer used).",
+)
 @click.option(
     "--home",
     type=click.Path(path_type=Path),
@@ -317,11 +377,55 @@ def server(**values: object) -> None:
     show_default=True,
     help="local: download the source once and serve pieces; source: peers use the origin.",
 )
-@click.option("--up-limit", type=click.IntRange(1, 1000), default=5, show_default=True, help="Concurrent uploads per peer.")
-@click.option("--down-limit", type=click.IntRange(1, 1000), default=4, show_default=True, help="Concurrent pieces per client.")
-@click.option("--task-gc-interval", type=DURATION, default="2m0s", show_default=True, help="How often idle tasks are collected.")
-@click.option("--task-expire", type=DURATION, default="3m0s", show_default=True, help="Idle time after which a task is collected.")
-@click.option("--peer-gc-delay", type=DURATION, default="3m0s", show_default=True, help="How long an offline peer is kept.")
+@click.option(
+    "--up-limit",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Concurrent uploads per peer.",
+)
+@click.option(
+    "--down-limit",
+    type=click.IntRange(1, 1000),
+    default=4,
+    show_default=True,
+    help="Concurrent pieces per client.",
+)
+@click.option(
+    "--cdn-limit",
+    type=click.IntRange(1, 1000),
+    default=4,
+    show_default=True,
+    help="Concurrent pieces per task that the supernode itself serves (CDN, or origin in the source pattern).",
+)
+@click.option(
+    "--fetch-wait",
+    type=DURATION,
+    default="15s",
+    show_default=True,
+    help="How long clients wait for a piece another client is fetching from the CDN or origin before fetching it too.",
+)
+@click.option(
+    "--task-gc-interval",
+    type=DURATION,
+    default="2m0s",
+    show_default=True,
+    help="How often idle tasks are collected.",
+)
+@click.option(
+    "--task-expire",
+    type=DURATION,
+    default="3m0s",
+    show_default=True,
+    help="Idle time after which a task is collected.",
+)
+@click.option(
+    "--peer-gc-delay",
+    type=DURATION,
+    default="3m0s",
+    show_default=True,
+    help="How long an offline peer is kept.",
+)
 @click.option("--seed", type=int, default=None, help="Seed the scheduler's randomness (tests).")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def supernode(**values: object) -> None:
@@ -330,6 +434,22 @@ def supernode(**values: object) -> None:
     from dfget.supernode.options import SupernodeOptions
 
     sys.exit(run(SupernodeOptions(**values)))  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--slowest",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="How many of the slowest pieces to list.",
+)
+def trace(file: Path, slowest: int) -> None:
+    """Summarize a --trace FILE: bytes per holder, failures, why the source was used."""
+    from dfget.download.trace import read_events, summarize
+
+    click.echo(summarize(read_events(file), slowest))
 
 
 @cli.command()

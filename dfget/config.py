@@ -33,22 +33,33 @@ class Node:
     @classmethod
     def parse(cls, text: str) -> Node:
         entry, _, weight_text = text.strip().partition("=")
-        weight = int(weight_text) if weight_text else 1
+        weight = _node_number(weight_text, 1, "weight", text)
         if weight <= 0:
             raise ValueError(f"invalid node weight in {text!r}")
         if entry.startswith("["):
-            host, _, rest = entry[1:].partition("]")
-            port_text = rest.lstrip(":")
+            host, bracket, rest = entry[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"invalid node {text!r}")
+            port_text = rest[1:]
         elif entry.count(":") == 1:
             host, _, port_text = entry.partition(":")
         else:
             host, port_text = entry, ""
         if not host:
             raise ValueError(f"invalid node {text!r}")
-        port = int(port_text) if port_text else DEFAULT_SUPERNODE_PORT
+        port = _node_number(port_text, DEFAULT_SUPERNODE_PORT, "port", text)
         if not 0 < port < 65536:
             raise ValueError(f"invalid node port in {text!r}")
         return cls(host, port, weight)
+
+
+def _node_number(value: str, default: int, what: str, text: str) -> int:
+    """A port or weight: plain ASCII digits, so the error names the entry, not int()."""
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"invalid node {what} in {text!r}")
+    return int(value)
 
 
 def parse_nodes(text: str | list[str] | tuple[str, ...]) -> tuple[Node, ...]:
@@ -88,6 +99,7 @@ class Settings:
     showbar: bool = False
     quiet: bool = False
     json: bool = False
+    trace: Path | None = None
     console: bool = False
     verbose: bool = False
     nodes_explicit: bool = False

@@ -55,6 +55,15 @@ def run(settings: Settings) -> int:
     logs.setup(settings.home, settings.verbose, "dfclient.log", console=settings.console)
     reporter = Reporter(settings)
     outcome = Outcome(settings)
+    if settings.trace is not None:
+        from dfget.download.trace import Trace
+
+        try:
+            outcome.accounting.trace = Trace(settings.trace)
+        except OSError as exc:
+            error = LocalIOError(f"cannot write trace {settings.trace}: {exc.strerror or exc}")
+            reporter.failure(outcome, error)
+            return int(error.exit_code)
     _raise_on_signals()
     log.info("download %s to %s", redact_url(settings.url), settings.output)
     try:
@@ -63,6 +72,9 @@ def run(settings: Settings) -> int:
         log.error("download failed (exit %d): %s", int(error.exit_code), error)
         reporter.failure(outcome, error)
         return int(error.exit_code)
+    finally:
+        if outcome.accounting.trace is not None:
+            outcome.accounting.trace.close()
     log.info("download succeeded: %s", outcome.accounting.summary())
     reporter.success(outcome)
     return 0

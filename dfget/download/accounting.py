@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 PEER = "peer"
 CDN = "cdn"
@@ -45,11 +46,30 @@ class Accounting:
 
     holders: dict[tuple[str, str], HolderStats] = field(default_factory=dict)
     source_reasons: list[str] = field(default_factory=list)
+    trace: Any = None  # a dfget.download.trace.Trace when --trace is given
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(
-        self, kind: str, address: str, nbytes: int, seconds: float, cid: str = "", pieces: int = 1
+        self,
+        kind: str,
+        address: str,
+        nbytes: int,
+        seconds: float,
+        cid: str = "",
+        pieces: int = 1,
+        **detail: Any,
     ) -> None:
+        if self.trace is not None and pieces:
+            self.trace.event(
+                "piece",
+                kind=kind,
+                holder=address,
+                cid=cid,
+                bytes=nbytes,
+                ms=round(seconds * 1000, 1),
+                ok=True,
+                **detail,
+            )
         with self._lock:
             stats = self.holders.get((kind, address))
             if stats is None:
@@ -58,7 +78,9 @@ class Accounting:
             stats.bytes += nbytes
             stats.seconds += seconds
 
-    def failure(self, kind: str, address: str, cid: str = "") -> None:
+    def failure(self, kind: str, address: str, cid: str = "", **detail: Any) -> None:
+        if self.trace is not None:
+            self.trace.event("piece", kind=kind, holder=address, cid=cid, ok=False, **detail)
         with self._lock:
             stats = self.holders.get((kind, address))
             if stats is None:
@@ -66,6 +88,8 @@ class Accounting:
             stats.failures += 1
 
     def why_source(self, reason: str) -> None:
+        if self.trace is not None:
+            self.trace.event("source", reason=reason)
         with self._lock:
             if reason not in self.source_reasons:
                 self.source_reasons.append(reason)

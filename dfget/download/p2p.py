@@ -404,7 +404,13 @@ class P2PDownload:
         task = result.task
         if result.ok:
             self.accounting.record(
-                result.kind, result.holder, result.nbytes, result.seconds, task.cid
+                result.kind,
+                result.holder,
+                result.nbytes,
+                result.seconds,
+                task.cid,
+                piece=task.piece_num,
+                range=task.range,
             )
             if task.md5:
                 self.state.md5_verified_pieces += 1
@@ -423,7 +429,14 @@ class P2PDownload:
             if result.kind == SOURCE:
                 self.accounting.why_source("the supernode assigned the piece to the source")
             return
-        self.accounting.failure(result.kind, result.holder, task.cid)
+        self.accounting.failure(
+            result.kind,
+            result.holder,
+            task.cid,
+            piece=task.piece_num,
+            range=task.range,
+            error=result.error,
+        )
         log.warning(
             "piece %d from %s %s failed: %s",
             task.piece_num,

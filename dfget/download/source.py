@@ -194,7 +194,11 @@ class SourceFetcher:
         finally:
             self.cancel.unwatch(response.connection.sock)
         self.accounting.record(
-            SOURCE, self.origin.authority, offset - started, time.monotonic() - t0
+            SOURCE,
+            self.origin.authority,
+            offset - started,
+            time.monotonic() - t0,
+            range=f"{started}-{offset - 1}",
         )
         response.release()
         return offset

@@ -1,0 +1,96 @@
+"""``--trace FILE``: one JSON line per piece event, and the summary ``dfget trace FILE`` prints.
+
+The tool an operator reaches for when asking "why did node 2 hit the registry?": every piece
+says which holder served it, how many bytes, how long it took and whether it failed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import IO, Any
+
+
+class Trace:
+    """Thread-safe JSON-lines writer; zstd-compressed when the name ends in ``.zst``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._raw = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._out: IO[bytes] = self._raw
+        if path.suffix == ".zst":
+            import zstandard
+
+            self._out = zstandard.ZstdCompressor().stream_writer(self._raw)
+        self._t0 = time.monotonic()
+
+    def event(self, name: str, /, **fields: Any) -> None:
+        record = {"t": round(time.monotonic() - self._t0, 4), "event": name, **fields}
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self._out.write(line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._out.close()
+            if self._out is not self._raw:
+                self._raw.close()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    if path.suffix == ".zst" or data[:4] == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+        data = reader.read()
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def summarize(events: list[dict[str, Any]], slowest: int = 5) -> str:
+    """Per-holder totals, failures, why the source was used, and the slowest pieces."""
+    holders: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    pieces = [e for e in events if e.get("event") == "piece"]
+    for e in pieces:
+        stats = holders[f"{e.get('kind')} {e.get('holder')}"]
+        if e.get("ok"):
+            stats["pieces"] += 1
+            stats["bytes"] += e.get("bytes", 0)
+            stats["ms"] += e.get("ms", 0)
+        else:
+            stats["failures"] += 1
+    lines = [f"{len(pieces)} piece events"]
+    for holder, stats in sorted(holders.items(), key=lambda item: -item[1]["bytes"]):
+        mib = stats["bytes"] / 1048576
+        lines.append(
+            f"  {holder}: {int(stats['pieces'])} pieces, {mib:.1f} MiB, "
+            f"{int(stats['failures'])} failures, {stats['ms'] / max(stats['pieces'], 1):.0f} ms/piece"
+        )
+    reasons = [e.get("reason") for e in events if e.get("event") == "source"]
+    if reasons:
+        lines.append("source used because: " + "; ".join(str(r) for r in dict.fromkeys(reasons)))
+    ok = sorted((e for e in pieces if e.get("ok")), key=lambda e: -e.get("ms", 0))[:slowest]
+    if ok:
+        lines.append("slowest pieces:")
+        lines += [
+            f"  {_what(e)} from {e.get('kind')} {e.get('holder')}: {e.get('ms')} ms" for e in ok
+        ]
+    failed = [e for e in pieces if not e.get("ok")]
+    if failed:
+        lines.append("failures:")
+        lines += [
+            f"  {_what(e)} from {e.get('kind')} {e.get('holder')}: {e.get('error')}"
+            for e in failed[:20]
+        ]
+    return "\n".join(lines)
+
+
+def _what(event: dict[str, Any]) -> str:
+    piece = event.get("piece")
+    prefix = f"piece {piece} " if piece is not None else ""
+    return f"{prefix}range {event.get('range')}"
