@@ -207,11 +207,12 @@ def _nodes(settings: Settings) -> list[Node]:
 def _join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> _Peer | None:
     """Find our address towards the supernodes and our peer server; None: go to the source."""
     nodes = node_order(_nodes(settings), task_key(settings.url, settings.filters))
-    ip = settings.ip or local_ip_towards(nodes)
-    if not ip:
-        why = f"no supernode reachable ({', '.join(n.address for n in nodes)})"
+    local_ip = local_ip_towards(nodes)
+    if not local_ip:
+        why = f"no supernode reachable ({', '.join(n.address for n in nodes)}: connection failed)"
         _give_up_p2p(settings, reporter, outcome, REASON_REGISTER_FAILED, why)
         return None
+    ip = settings.ip or local_ip
     name = "stdout" if settings.to_stdout else settings.output.name
     identity = Identity.new(ip, name)
     port = 0
@@ -309,8 +310,9 @@ def _announce(settings: Settings, peer: _Peer | None, p2p: P2PDownload, outcome:
     ):
         address = f"[{peer.identity.ip}]" if ":" in peer.identity.ip else peer.identity.ip
         outcome.serving = (
-            f"serving pieces on {address}:{peer.server_port} until {format_duration(settings.expiretime)} "
-            f"after their last use (peer server exits after {format_duration(settings.alivetime)} idle)"
+            f"serving pieces on {address}:{peer.server_port} for "
+            f"{format_duration(settings.expiretime)} after their last use "
+            f"(peer server exits after {format_duration(settings.alivetime)} idle)"
         )
 
 

@@ -303,6 +303,13 @@ class P2PDownload:
                 except SupernodeError as exc:
                     report = self._migrate(f"pull failed: {exc}")
                     continue
+                log.debug(
+                    "pull (%s %s) -> %d with %d piece(s)",
+                    report.range or "start",
+                    report.result,
+                    answer.code,
+                    len(answer.pieces),
+                )
                 if answer.code == CODE_PEER_FINISH:
                     self.state.md5 = answer.md5
                     return self._finish(in_flight)

@@ -1,0 +1,234 @@
+"""End-to-end P2P downloads: real supernode, real peer servers, real dfget processes.
+
+Every test asserts where the bytes came from (origin request/byte counts, per-holder
+accounting in --json), not only that the output is right: a downloader that quietly falls back
+to the source would also produce the right bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dfget.errors import ExitCode
+from tests.conftest import SupernodeFactory
+from tests.helpers import free_port, random_bytes, run_dfget, start_dfget
+from tests.origin import Origin
+
+SIZE = 9 * 1024 * 1024 + 4321  # three pieces, the last one partial
+
+
+class Peers:
+    """dfget runs with their own --home and --port; their peer servers stopped at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.homes: list[Path] = []
+
+    def home(self, name: str) -> Path:
+        home = self.root / name
+        self.homes.append(home)
+        return home
+
+    def args(self, name: str, url: str, node: str, *extra: str) -> list[str]:
+        home = self.home(name)
+        return [
+            "-u", url, "-o", str(self.root / "out" / f"{name}.bin"),
+            "--node", node, "--home", str(home), "--ip", "127.0.0.1",
+            "--expiretime", "60s", "--alivetime", "60s", "--json", *extra,
+        ]  # fmt: skip
+
+    def run(self, name: str, url: str, node: str, *extra: str) -> dict[str, object]:
+        result = run_dfget(self.args(name, url, node, *extra), timeout=120)
+        assert result.returncode == ExitCode.OK, result.stderr.decode()[-2000:]
+        return json.loads(result.stdout)
+
+    def output(self, name: str) -> bytes:
+        return (self.root / "out" / f"{name}.bin").read_bytes()
+
+    def server_pid(self, name: str) -> int:
+        return int((self.root / name / "meta" / "server.pid").read_text())
+
+    def stop_servers(self) -> None:
+        for home in self.homes:
+            pid_file = home / "meta" / "server.pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+                except (ValueError, ProcessLookupError):
+                    pass
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    group = Peers(tmp_path)
+    yield group
+    group.stop_servers()
+
+
+def by_kind(result: dict[str, object]) -> dict[str, int]:
+    return result["bytes"]  # type: ignore[return-value]
+
+
+def full_gets(origin: Origin, path: str) -> int:
+    return sum(1 for r in origin.stats.requests if r.path == path and not r.range)
+
+
+def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers: Peers) -> None:
+    data = random_bytes(SIZE, seed=11)
+    url = origin.add("/blob.bin", data)
+    node = supernode()
+    first = peers.run("p1", url, node.node)
+    assert peers.output("p1") == data
+    assert by_kind(first)["cdn"] == SIZE and by_kind(first)["source"] == 0
+    served = origin.stats.bytes_by_path["/blob.bin"]
+    assert SIZE <= served <= SIZE * 1.05  # the supernode fetched it once (plus its probe)
+
+    origin.reset_stats()
+    second = peers.run("p2", url, node.node)
+    assert peers.output("p2") == data
+    assert by_kind(second) == {"peer": SIZE, "cdn": 0, "source": 0, "resumed": 0}
+    assert origin.stats.body_bytes == 0 and not origin.stats.requests
+    holders = second["holders"]
+    assert {h["kind"] for h in holders} == {"peer"}  # type: ignore[index, union-attr]
+
+
+def test_source_pattern_second_peer_takes_nothing_from_origin(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    data = random_bytes(SIZE, seed=12)
+    url = origin.add("/layer.bin", data)
+    node = supernode(cdn_pattern="source", shared_port=True)
+    first = peers.run("p1", url, node.node)
+    assert peers.output("p1") == data
+    assert by_kind(first)["source"] == SIZE
+    piece_bytes = sum(
+        1 for r in origin.stats.requests if r.headers.get("Cdnsource") or r.headers.get("cdnSource")
+    )
+    assert piece_bytes >= 1
+    assert origin.stats.bytes_by_path["/layer.bin"] <= SIZE * 1.05  # each byte left once (+probes)
+
+    origin.reset_stats()
+    second = peers.run("p2", url, node.node)
+    assert peers.output("p2") == data
+    assert by_kind(second)["peer"] == SIZE and by_kind(second)["source"] == 0
+    assert origin.stats.body_bytes <= 1  # at most the supernode's bytes=0-0 probe
+
+
+def test_failover_to_a_live_supernode(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    data = random_bytes(SIZE, seed=13)
+    url = origin.add("/f.bin", data)
+    node = supernode()
+    dead = f"127.0.0.1:{free_port()}"
+    for nodes in (f"{dead},{node.node}", f"{node.node},{dead}"):
+        result = peers.run(f"p{len(peers.homes)}", url, nodes)
+        assert by_kind(result)["source"] == 0
+    assert peers.output("p0") == data
+
+
+def test_notbs_with_supernode_down_fails_clearly(origin: Origin, peers: Peers) -> None:
+    url = origin.add("/f.bin", random_bytes(1000, seed=1))
+    args = peers.args("p1", url, f"127.0.0.1:{free_port()}", "--notbs")
+    result = run_dfget([a for a in args if a != "--json"], timeout=60)
+    assert result.returncode == ExitCode.P2P_FAILED
+    assert b"--notbs" in result.stderr
+    assert not (peers.root / "out" / "p1.bin").exists()
+    assert not origin.stats.requests
+
+
+def test_supernode_unreachable_means_one_line_and_the_source(origin: Origin, peers: Peers) -> None:
+    data = random_bytes(5000, seed=2)
+    url = origin.add("/f.bin", data)
+    args = peers.args("p1", url, f"127.0.0.1:{free_port()}")
+    result = run_dfget([a for a in args if a != "--json"], timeout=60)
+    assert result.returncode == ExitCode.OK
+    notes = [line for line in result.stderr.decode().splitlines() if "supernode" in line]
+    assert len(notes) == 1 and "no supernode reachable" in notes[0]
+    assert peers.output("p1") == data
+
+
+def test_holder_killed_mid_download(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    size = 24 * 1024 * 1024
+    data = random_bytes(size, seed=14)
+    url = origin.add("/big.bin", data)
+    node = supernode()
+    peers.run("p1", url, node.node)
+    holder_pid = peers.server_pid("p1")
+    # Peer 2 pulls slowly from peer 1; peer 1's server dies half way.
+    proc = start_dfget(peers.args("p2", url, node.node, "--locallimit", "8M"))
+    try:
+        time.sleep(1.2)
+        os.kill(holder_pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == ExitCode.OK, stderr.decode()[-2000:]
+    assert peers.output("p2") == data
+    result = json.loads(stdout)
+    assert by_kind(result)["peer"] > 0  # it did start from the peer
+    assert sum(by_kind(result).values()) >= size
+
+
+def test_verbose_logs_one_line_per_piece(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    url = origin.add("/v.bin", random_bytes(SIZE, seed=15))
+    node = supernode()
+    peers.run("p1", url, node.node, "--verbose")
+    log = (peers.root / "p1" / "logs" / "dfclient.log").read_text()
+    lines = [line for line in log.splitlines() if " from cdn " in line and "bytes in" in line]
+    assert len(lines) == 3
+    assert all(" ms" in line and "range " in line for line in lines)
+
+
+def test_text_summary_names_holders_and_serving_time(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    url = origin.add("/s.bin", random_bytes(SIZE, seed=16))
+    node = supernode()
+    args = [a for a in peers.args("p1", url, node.node) if a != "--json"]
+    result = run_dfget(args, timeout=60)
+    out = result.stdout.decode()
+    assert "download SUCCESS" in out
+    assert "3 pieces: 3 from supernode CDN 127.0.0.1:" in out
+    assert "serving pieces on 127.0.0.1:" in out and "for 1m0s after their last use" in out
+
+
+def test_go_style_dfdaemon_invocation(
+    origin: Origin, supernode: SupernodeFactory, tmp_path: Path
+) -> None:
+    data = random_bytes(SIZE, seed=17)
+    url = origin.add(
+        "/v2/lib/app/blobs/sha256:" + __import__("hashlib").sha256(data).hexdigest(), data
+    )
+    node = supernode()
+    home = tmp_path / "dfdaemon"
+    out = tmp_path / "repo" / "name"
+    port = free_port()
+    argv = [
+        "-u", url, "-o", str(out),
+        "--home", str(home), "--ip", "127.0.0.1", "--port", str(port),
+        "--expiretime", "3m0s", "--alivetime", "5m0s",
+        "--dfdaemon", "--verbose", "-s", "20M", "--totallimit", "20M",
+        "--node", node.node, "--header", "X-Test:1",
+    ]  # fmt: skip
+    try:
+        result = run_dfget(argv, timeout=120)
+        assert result.returncode == 0, result.stderr.decode()
+        assert out.read_bytes() == data
+    finally:
+        pid_file = home / "meta" / "server.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
