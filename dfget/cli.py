@@ -239,7 +239,7 @@ class SectionedGroup(click.Group):
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     default=str(DEFAULT_HOME),
-    show_default=True,
+    show_default="~/.small-dragonfly",
     help="Work home: meta/, data/ (served pieces) and logs/.",
 )
 @click.option(
@@ -305,7 +305,7 @@ def cli(ctx: click.Context, **values: object) -> None:
     "--home",
     type=click.Path(path_type=Path),
     default=str(DEFAULT_HOME),
-    show_default=True,
+    show_default="~/.small-dragonfly",
     help="Work home (logs, meta, data).",
 )
 @click.option("--ip", default="", help="Bind and advertise address; empty: all interfaces.")
@@ -320,7 +320,7 @@ def cli(ctx: click.Context, **values: object) -> None:
     type=DURATION,
     default=format_duration(DEFAULT_EXPIRETIME),
     show_default=True,
-    help="Stop serving a file this long after its last use.",
+    help="Stop serving a file this long after its last use; 0 never.",
 )
 @click.option(
     "--alivetime",
@@ -367,7 +367,7 @@ def server(**values: object) -> None:
     "--home",
     type=click.Path(path_type=Path),
     default=str(Path.home() / ".small-dragonfly" / "supernode"),
-    show_default=True,
+    show_default="~/.small-dragonfly/supernode",
     help="Supernode home: CDN cache under <home>/repo.",
 )
 @click.option(
@@ -450,6 +450,22 @@ def trace(file: Path, slowest: int) -> None:
     from dfget.download.trace import read_events, summarize
 
     click.echo(summarize(read_events(file), slowest))
+
+
+@cli.command("gen-doc", hidden=True)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project root: writes man/dfget.1 and completions/.",
+)
+def gen_doc(root: Path) -> None:
+    """Regenerate the man page and shell completions from these definitions."""
+    from dfget.docgen import write_all
+
+    for path in write_all(cli, SECTIONS, root):
+        click.echo(f"wrote {path}")
 
 
 @cli.command()
