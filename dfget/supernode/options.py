@@ -20,6 +20,8 @@ class SupernodeOptions:
     cdn_pattern: str = "local"
     up_limit: int = 5
     down_limit: int = 4
+    cdn_limit: int = 4
+    fetch_wait: float = 15.0
     task_gc_interval: float = 120.0
     task_expire: float = 180.0
     peer_gc_delay: float = 180.0

@@ -1,0 +1,109 @@
+"""The download port: the CDN cache served as static files, nginx style (spec §2.10).
+
+v1 delegated this to nginx rooted at ``<home>/repo``; dfget only needs a single
+``Range: bytes=S-E`` answered with 206 and the end clamped at EOF. Files go out with
+``socket.sendfile``. Nothing outside the repo root is ever served. Connect-only TCP connections
+(Go dfget opens one before every piece, even in the source pattern) are harmless: the base
+server simply sees an empty request and closes.
+"""
+
+from __future__ import annotations
+
+import os
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import unquote
+
+from dfget.httpserver import TEXT, Handler
+
+
+class Unsatisfiable(ValueError):
+    """A range that starts at or past EOF (416)."""
+
+
+def resolve(root: Path, route: str) -> Path | None:
+    """The regular file under ``root`` a URL path names, or None (no traversal, no symlink out)."""
+    relative = unquote(route).lstrip("/")
+    if not relative or "\x00" in relative:
+        return None
+    root_real = os.path.realpath(root)
+    candidate = os.path.realpath(os.path.join(root_real, relative))
+    if not candidate.startswith(root_real + os.sep) or not os.path.isfile(candidate):
+        return None
+    return Path(candidate)
+
+
+def byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` of a single range header clamped at EOF; None means "send it all".
+
+    Like nginx: a header that is not one well-formed ``bytes=`` range is ignored.
+    """
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    start_text, dash, end_text = (part.strip() for part in spec.strip().partition("-"))
+    if not dash:
+        return None
+    if not start_text:
+        if not end_text.isdigit():
+            return None
+        if int(end_text) == 0:
+            raise Unsatisfiable(value)
+        return max(0, size - int(end_text)), size - 1
+    if not start_text.isdigit() or (end_text and not end_text.isdigit()):
+        return None
+    start = int(start_text)
+    if end_text and int(end_text) < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable(value)
+    return start, min(int(end_text), size - 1) if end_text else size - 1
+
+
+def serve_file(handler: Handler, root: Path, route: str) -> None:
+    """Answer a GET/HEAD for ``route`` from the files under ``root``."""
+    path = resolve(root, route)
+    if path is None:
+        handler.reply(404, "not found")
+        return
+    requested = handler.header("Range")
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        try:
+            selected = byte_range(requested, size) if requested else None
+        except Unsatisfiable:
+            handler.send_response_only(416)
+            _send_headers(handler, 0, {"Content-Range": f"bytes */{size}"})
+            return
+        start, end = selected if selected is not None else (0, size - 1)
+        length = max(0, end - start + 1)
+        extra = {"Accept-Ranges": "bytes"}
+        if selected is not None:
+            extra["Content-Range"] = f"bytes {start}-{end}/{size}"
+        handler.send_response_only(206 if selected is not None else 200)
+        _send_headers(handler, length, extra)
+        if handler.command != "HEAD" and length:
+            handler.connection.sendfile(file, start, length)
+
+
+def _send_headers(handler: Handler, length: int, extra: dict[str, str]) -> None:
+    handler.send_header("Content-Type", TEXT)
+    handler.send_header("Date", formatdate(usegmt=True))
+    handler.send_header("Content-Length", str(length))
+    for name, value in extra.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+
+
+def make_file_handler(root: Path) -> type[Handler]:
+    """A handler class serving ``root`` (the supernode's repo) on the download port."""
+
+    class FileHandler(Handler):
+        idle_timeout = 30.0
+
+        def do_GET(self) -> None:
+            serve_file(self, root, self.route)
+
+        do_HEAD = do_GET
+
+    return FileHandler

@@ -1,0 +1,178 @@
+"""Parsing and validation of ``POST /peer/registry`` bodies (spec §2.3).
+
+The Go supernode matches JSON keys case-insensitively (dfget writes ``rawUrl``, the schema says
+``rawURL``), also takes ``application/x-www-form-urlencoded``, and validates a few fields.
+Unlike v1 we accept IPv6 peer addresses: our own dfget may advertise one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from dfget.protocol import headers_to_map, lower_keys, task_id
+
+PEER_PORT_MIN = 15000
+PEER_PORT_MAX = 65000
+
+
+class InvalidRegistration(ValueError):
+    """The body cannot be parsed or a field is invalid (HTTP 500, as in v1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    supernode_ip: str
+    raw_url: str
+    task_url: str
+    cid: str
+    ip: str
+    host_name: str
+    port: int
+    path: str
+    version: str = ""
+    md5: str = ""
+    identifier: str = ""
+    call_system: str = ""
+    headers: tuple[str, ...] = ()
+    dfdaemon: bool = False
+    insecure: bool = False
+    root_cas: tuple[bytes, ...] = ()
+
+    @property
+    def sign(self) -> str:
+        """What besides the URL tells tasks apart: the md5, else the identifier."""
+        return self.md5 or self.identifier
+
+    @property
+    def header_map(self) -> dict[str, str]:
+        return headers_to_map(self.headers)
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.task_url, self.sign, self.header_map.get("Range"))
+
+
+def parse_registration(body: bytes, content_type: str) -> Registration:
+    """A validated registration from a JSON or form body."""
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        fields = _form_fields(body)
+    else:
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRegistration(f"malformed JSON body: {exc}") from exc
+        if not isinstance(decoded, dict):
+            raise InvalidRegistration("the body must be a JSON object")
+        fields = lower_keys(decoded)
+    return _validate(fields)
+
+
+def _form_fields(body: bytes) -> dict[str, Any]:
+    try:
+        pairs = parse_qs(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise InvalidRegistration(f"malformed form body: {exc}") from exc
+    fields: dict[str, Any] = {}
+    for name, values in lower_keys(pairs).items():
+        if name in ("headers", "rootcas"):
+            fields[name] = values
+        elif name == "port":
+            fields[name] = int(values[0]) if values[0].lstrip("-").isdigit() else values[0]
+        elif name in ("dfdaemon", "insecure"):
+            fields[name] = values[0].lower() == "true"
+        else:
+            fields[name] = values[0]
+    return fields
+
+
+def _validate(fields: dict[str, Any]) -> Registration:
+    text = {name: _string(fields, name) for name in _STRING_FIELDS}
+    for name in ("cid", "path"):
+        if not text[name]:
+            raise InvalidRegistration(f"{name} must not be empty")
+    for name in ("hostname", "callsystem"):
+        if name in fields and not text[name]:
+            raise InvalidRegistration(f"{name} must not be empty when given")
+    scheme_url = urlsplit(text["rawurl"])
+    if scheme_url.scheme.lower() not in ("http", "https") or not scheme_url.netloc:
+        raise InvalidRegistration(f"rawUrl {text['rawurl']!r} is not an http(s) URL")
+    try:
+        ipaddress.ip_address(text["ip"])
+    except ValueError as exc:
+        raise InvalidRegistration(f"ip {text['ip']!r} is not an IP address") from exc
+    port = fields.get("port", 0)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise InvalidRegistration("port must be an integer")
+    if port and not PEER_PORT_MIN <= port <= PEER_PORT_MAX:
+        raise InvalidRegistration(f"port {port} is outside {PEER_PORT_MIN}-{PEER_PORT_MAX}")
+    return Registration(
+        supernode_ip=text["supernodeip"],
+        raw_url=text["rawurl"],
+        task_url=text["taskurl"] or text["rawurl"],
+        cid=text["cid"],
+        ip=text["ip"],
+        host_name=text["hostname"],
+        port=port,
+        path=text["path"],
+        version=text["version"],
+        md5=text["md5"].lower(),
+        identifier=text["identifier"],
+        call_system=text["callsystem"],
+        headers=tuple(_strings(fields, "headers")),
+        dfdaemon=_flag(fields, "dfdaemon"),
+        insecure=_flag(fields, "insecure"),
+        root_cas=tuple(_base64(item) for item in _strings(fields, "rootcas")),
+    )
+
+
+_STRING_FIELDS = (
+    "supernodeip",
+    "rawurl",
+    "taskurl",
+    "cid",
+    "ip",
+    "hostname",
+    "path",
+    "version",
+    "md5",
+    "identifier",
+    "callsystem",
+)
+
+
+def _string(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRegistration(f"{name} must be a string")
+    return value.strip()
+
+
+def _strings(fields: dict[str, Any], name: str) -> list[str]:
+    value = fields.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidRegistration(f"{name} must be a list of strings")
+    return value
+
+
+def _flag(fields: dict[str, Any], name: str) -> bool:
+    value = fields.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidRegistration(f"{name} must be a boolean")
+    return value
+
+
+def _base64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRegistration("rootCAs entries must be base64") from exc

@@ -1,0 +1,458 @@
+"""Piece scheduling for one task: which holder serves which piece to which client.
+
+The v1 supernode sent clients back to itself (and, in the source-CDN pattern, to the origin)
+far too eagerly: a second node fetched a whole layer from the registry although the first node
+held every piece. This scheduler is built around the opposite rule:
+
+* **Peers first.** A piece goes to the upstream holder (the supernode's CDN cache or, in the
+  source pattern, the origin) only when no live peer holding it has upload capacity. With
+  ``upstream_when_busy=False`` (source pattern) it does not even fall back when peers are merely
+  busy: it waits for them.
+* **One upstream fetch per piece.** While one client fetches a piece from upstream, others that
+  need it wait for it to land on that client, for at most ``fetch_wait`` seconds; so each byte
+  leaves the origin about once.
+* **Rarest first**, least loaded holder first ("power of d choices" over a random sample, then a
+  full scan only when the sample has nobody free), seeded randomness for ties.
+* A holder that failed a client is blacklisted for that client; a holder that keeps failing is
+  eliminated; a holder whose service went down is dropped at once. Upstream slots are released
+  on success *and* failure (v1 leaked them on failure), and every running piece expires after
+  ``running_timeout`` so a vanished client cannot pin slots.
+
+The class is pure and deterministic, so a fleet-scale discrete-event simulation can drive it:
+no I/O, no clock (callers pass ``now``), randomness only from its seeded ``random.Random``, and
+every collection walked during a decision is insertion-ordered (no ``set`` iteration, whose order
+depends on string hashing). A decision costs O(pieces + holders examined).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from dataclasses import dataclass, field
+
+UPSTREAM = "\x00upstream"
+"""Holder id of the supernode itself: its CDN cache, or the origin in the source pattern."""
+
+
+class Outcome(enum.Enum):
+    """What a client is told when it asks for work (mapped to 600/601/602 by the API)."""
+
+    ASSIGNED = "assigned"
+    FINISHED = "finished"
+    LIMITED = "limited"
+    """The client already runs ``down_limit`` pieces."""
+    NOTHING_AVAILABLE = "nothing-available"
+    """No piece this client lacks is available anywhere yet."""
+    ALL_RUNNING = "all-running"
+    """Every available piece this client lacks is already running for it."""
+    NO_HOLDER = "no-holder"
+    """Pieces are available but no holder can take them right now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    piece: int
+    holder: str
+    """A client id, or :data:`UPSTREAM`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    assignments: tuple[Assignment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    down_limit: int = 4
+    """Pieces running at once per client."""
+    up_limit: int = 5
+    """Concurrent uploads per peer holder."""
+    upstream_limit: int = 4
+    """Concurrent pieces served by the upstream holder for this task, across all clients."""
+    upstream_when_busy: bool = True
+    """Fall back to upstream when every live holder of a piece is busy (not just absent)."""
+    fetch_wait: float = 15.0
+    """How long others wait for a piece one client is fetching from upstream."""
+    running_timeout: float = 120.0
+    """A running piece that is never reported is forgotten after this long."""
+    failure_limit: int = 5
+    """A client with more consecutive failures than this is sent upstream."""
+    elimination_limit: int = 5
+    """A holder with this many consecutive upload failures is no longer handed out."""
+    sample: int = 3
+    """Holders sampled per piece before a full scan."""
+
+
+@dataclass(slots=True)
+class _Run:
+    holder: str
+    started: float
+    seq: int
+
+
+@dataclass(slots=True)
+class _Client:
+    """One downloading client, and (once it holds pieces) one holder."""
+
+    done: bytearray
+    serves: bool
+    done_count: int = 0
+    running: dict[int, _Run] = field(default_factory=dict)
+    blacklist: set[str] = field(default_factory=set)
+    errors: int = 0
+    load: int = 0
+    service_errors: int = 0
+
+
+class UnknownClient(KeyError):
+    """The client was never added to this scheduler (or was removed)."""
+
+
+class Scheduler:
+    """Scheduling state of one task. Not thread-safe: callers serialise access."""
+
+    def __init__(
+        self,
+        piece_count: int | None,
+        config: SchedulerConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self._rng = random.Random(seed)
+        self._count = piece_count
+        self._size = 0
+        self._ready = bytearray()
+        self._ready_count = 0
+        self._holders: list[list[str]] = []
+        self._holder_pos: list[dict[str, int]] = []
+        self._fetchers: dict[int, dict[str, float]] = {}
+        self._upstream_load = 0
+        self._clients: dict[str, _Client] = {}
+        self._expiry: list[tuple[float, int, str, int]] = []
+        self._seq = 0
+        if piece_count:
+            self._grow(piece_count)
+
+    # ---- task-level events -------------------------------------------------------------
+
+    @property
+    def piece_count(self) -> int | None:
+        return self._count
+
+    @property
+    def ready_count(self) -> int:
+        return self._ready_count
+
+    @property
+    def upstream_load(self) -> int:
+        return self._upstream_load
+
+    def set_piece_count(self, count: int) -> None:
+        """Fix the piece total once it is known (unknown-length sources learn it at the end)."""
+        self._grow(count)
+        self._count = count
+
+    def mark_ready(self, piece: int) -> None:
+        """The upstream holder can serve ``piece`` (a CDN piece landed)."""
+        self._grow(piece + 1)
+        if not self._ready[piece]:
+            self._ready[piece] = 1
+            self._ready_count += 1
+
+    def mark_all_ready(self) -> None:
+        """Source pattern: the origin has every piece from the start."""
+        if self._count is None:
+            raise ValueError("piece count unknown")
+        for piece in range(self._count):
+            self.mark_ready(piece)
+
+    def reset_ready(self) -> None:
+        """The upstream copy is being rebuilt: nothing is ready upstream until it lands again."""
+        self._ready = bytearray(self._size)
+        self._ready_count = 0
+
+    # ---- clients ---------------------------------------------------------------------------
+
+    def add_client(self, cid: str, serves: bool = True) -> None:
+        """Add a client (idempotent). ``serves``: it runs a peer server others can fetch from."""
+        client = self._clients.get(cid)
+        if client is None:
+            self._clients[cid] = _Client(done=bytearray(self._size), serves=serves)
+        elif client.serves != serves:
+            client.serves = serves
+            if serves:
+                for piece in self._done_pieces(client):
+                    self._add_holder(piece, cid)
+            else:
+                self._withdraw(cid, client)
+
+    def has_client(self, cid: str) -> bool:
+        return cid in self._clients
+
+    def done_count(self, cid: str) -> int:
+        return self._client(cid).done_count
+
+    def running(self, cid: str) -> dict[int, str]:
+        """Pieces running for a client, with their holders (for inspection and tests)."""
+        return {piece: run.holder for piece, run in self._client(cid).running.items()}
+
+    def holders(self, piece: int) -> list[str]:
+        return list(self._holders[piece]) if piece < self._size else []
+
+    def load(self, cid: str) -> int:
+        """Current upload load of a holder."""
+        return self._client(cid).load
+
+    def service_down(self, cid: str) -> bool:
+        """The client's peer server went away: stop handing it out at once."""
+        client = self._clients.get(cid)
+        if client is None:
+            return False
+        client.serves = False
+        self._withdraw(cid, client)
+        return True
+
+    def remove_client(self, cid: str) -> None:
+        """Forget a client entirely (garbage collection)."""
+        client = self._clients.get(cid)
+        if client is None:
+            return
+        self._withdraw(cid, client)
+        for piece, run in client.running.items():
+            self._release(cid, piece, run)
+        del self._clients[cid]
+
+    # ---- reports ---------------------------------------------------------------------------
+
+    def report(self, cid: str, piece: int, holder: str | None, success: bool, now: float) -> bool:
+        """A client's result for a piece; returns True when the piece is newly stored.
+
+        Success arrives twice from Go dfget (``/peer/task`` with result 503 and
+        ``/peer/piece/suc``) in either order; both are idempotent, and either one makes the
+        client a holder. ``holder`` is None when the reporting client named an unknown holder.
+        """
+        self._expire(now)
+        client = self._client(cid)
+        if not 0 <= piece < self._size:
+            return False
+        run = client.running.get(piece)
+        if success:
+            if run is not None:
+                self._release(cid, piece, client.running.pop(piece))
+            if client.done[piece]:
+                return False
+            client.done[piece] = 1
+            client.done_count += 1
+            client.errors = 0
+            source = self._clients.get(holder) if holder is not None else None
+            if source is not None:
+                source.service_errors = 0
+            if client.serves:
+                self._add_holder(piece, cid)
+            return True
+        # A failure only counts for the run it belongs to: Go dfget may repeat a stale result.
+        if run is None or (holder is not None and run.holder != holder):
+            return False
+        self._release(cid, piece, client.running.pop(piece))
+        if holder is not None and not client.done[piece]:
+            self._penalise(cid, client, holder)
+        return False
+
+    def piece_error(self, cid: str, holder: str) -> None:
+        """A client reported that ``holder`` lacks a piece or served a corrupt one."""
+        client = self._clients.get(cid)
+        if client is not None and holder != UPSTREAM and holder in self._clients:
+            client.blacklist.add(holder)
+
+    # ---- the decision ----------------------------------------------------------------------
+
+    def schedule(self, cid: str, now: float) -> Decision:
+        """Pieces for a client to fetch next, each with the holder to fetch it from."""
+        self._expire(now)
+        client = self._client(cid)
+        if self._count is not None and client.done_count >= self._count:
+            return Decision(Outcome.FINISHED)
+        candidates: list[tuple[int, float, int]] = []
+        needed = False
+        for piece in range(self._size):
+            if client.done[piece] or not (self._ready[piece] or self._holders[piece]):
+                continue
+            needed = True
+            if piece not in client.running:
+                rarity = len(self._holders[piece]) + len(self._fetchers.get(piece, ()))
+                candidates.append((rarity, self._rng.random(), piece))
+        if not needed:
+            return Decision(Outcome.NOTHING_AVAILABLE)
+        if len(client.running) >= self.config.down_limit:
+            return Decision(Outcome.LIMITED)
+        if not candidates:
+            return Decision(Outcome.ALL_RUNNING)
+        heapq.heapify(candidates)
+        skip: dict[str, bool] = {}
+        assignments: list[Assignment] = []
+        while candidates and len(client.running) < self.config.down_limit:
+            piece = heapq.heappop(candidates)[2]
+            holder = self._choose(cid, client, piece, now, skip)
+            if holder is not None:
+                self._start(cid, client, piece, holder, now)
+                assignments.append(Assignment(piece, holder))
+        if not assignments:
+            return Decision(Outcome.NO_HOLDER)
+        return Decision(Outcome.ASSIGNED, tuple(assignments))
+
+    def _choose(
+        self, cid: str, client: _Client, piece: int, now: float, skip: dict[str, bool]
+    ) -> str | None:
+        busy = False
+        if self._holders[piece] and client.errors <= self.config.failure_limit:
+            holder, busy = self._pick_peer(cid, client, piece, skip)
+            if holder is not None:
+                return holder
+        if busy and not self.config.upstream_when_busy:
+            return None
+        if not self._ready[piece] or self._upstream_load >= self.config.upstream_limit:
+            return None
+        fetchers = self._fetchers.get(piece)
+        if fetchers and any(
+            other != cid and now - started < self.config.fetch_wait
+            for other, started in fetchers.items()
+        ):
+            return None
+        return UPSTREAM
+
+    def _pick_peer(
+        self, cid: str, client: _Client, piece: int, skip: dict[str, bool]
+    ) -> tuple[str | None, bool]:
+        """The least loaded usable holder of a piece, and whether a usable one was busy.
+
+        A random sample is tried first (power of d choices spreads load well at any scale);
+        only when it has nobody free are all holders scanned, from a random offset so ties
+        stay random. ``skip`` caches, for this decision, holders that cannot serve this client
+        (value False: gone, blacklisted or eliminated; True: saturated); loads only grow within
+        a decision, so a cached holder stays unusable.
+        """
+        holders = self._holders[piece]
+        count = len(holders)
+        if count > self.config.sample:
+            sampled = [holders[i] for i in self._rng.sample(range(count), self.config.sample)]
+            best, busy = self._least_loaded(cid, client, sampled, skip)
+            if best is not None:
+                return best, busy
+        offset = self._rng.randrange(count)
+        return self._least_loaded(cid, client, holders[offset:] + holders[:offset], skip)
+
+    def _least_loaded(
+        self, cid: str, client: _Client, order: list[str], skip: dict[str, bool]
+    ) -> tuple[str | None, bool]:
+        best: str | None = None
+        best_load = self.config.up_limit
+        busy = False
+        for holder in order:
+            cached = skip.get(holder)
+            if cached is not None:
+                busy = busy or cached
+                continue
+            source = self._clients.get(holder)
+            if (
+                holder == cid
+                or source is None
+                or not source.serves
+                or source.service_errors >= self.config.elimination_limit
+                or holder in client.blacklist
+            ):
+                skip[holder] = False
+            elif source.load >= self.config.up_limit:
+                skip[holder] = busy = True
+            elif source.load < best_load:
+                best, best_load = holder, source.load
+                if best_load == 0:
+                    break
+        return best, busy
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+
+    def _client(self, cid: str) -> _Client:
+        try:
+            return self._clients[cid]
+        except KeyError:
+            raise UnknownClient(cid) from None
+
+    def _grow(self, size: int) -> None:
+        if size <= self._size:
+            return
+        extra = size - self._size
+        self._ready.extend(bytes(extra))
+        self._holders.extend([] for _ in range(extra))
+        self._holder_pos.extend({} for _ in range(extra))
+        for client in self._clients.values():
+            client.done.extend(bytes(extra))
+        self._size = size
+
+    def _done_pieces(self, client: _Client) -> list[int]:
+        return [piece for piece in range(self._size) if client.done[piece]]
+
+    def _add_holder(self, piece: int, cid: str) -> None:
+        positions = self._holder_pos[piece]
+        if cid not in positions:
+            positions[cid] = len(self._holders[piece])
+            self._holders[piece].append(cid)
+
+    def _remove_holder(self, piece: int, cid: str) -> None:
+        positions = self._holder_pos[piece]
+        index = positions.pop(cid, None)
+        if index is None:
+            return
+        holders = self._holders[piece]
+        last = holders.pop()
+        if index < len(holders):
+            holders[index] = last
+            positions[last] = index
+
+    def _withdraw(self, cid: str, client: _Client) -> None:
+        for piece in self._done_pieces(client):
+            self._remove_holder(piece, cid)
+
+    def _penalise(self, cid: str, client: _Client, holder: str) -> None:
+        client.errors += 1
+        source = self._clients.get(holder)
+        if holder == UPSTREAM or source is None:
+            return
+        client.blacklist.add(holder)
+        source.service_errors += 1
+        if source.service_errors >= self.config.elimination_limit:
+            source.serves = False
+            self._withdraw(holder, source)
+
+    def _start(self, cid: str, client: _Client, piece: int, holder: str, now: float) -> None:
+        self._seq += 1
+        client.running[piece] = _Run(holder, now, self._seq)
+        if holder == UPSTREAM:
+            self._upstream_load += 1
+            self._fetchers.setdefault(piece, {})[cid] = now
+        else:
+            self._clients[holder].load += 1
+        heapq.heappush(self._expiry, (now + self.config.running_timeout, self._seq, cid, piece))
+
+    def _release(self, cid: str, piece: int, run: _Run) -> None:
+        if run.holder == UPSTREAM:
+            self._upstream_load -= 1
+            fetchers = self._fetchers.get(piece)
+            if fetchers is not None:
+                fetchers.pop(cid, None)
+                if not fetchers:
+                    del self._fetchers[piece]
+        else:
+            source = self._clients.get(run.holder)
+            if source is not None:
+                source.load -= 1
+
+    def _expire(self, now: float) -> None:
+        """Forget runs that were never reported (amortised O(1): one heap entry per run)."""
+        while self._expiry and self._expiry[0][0] <= now:
+            _, seq, cid, piece = heapq.heappop(self._expiry)
+            client = self._clients.get(cid)
+            run = client.running.get(piece) if client is not None else None
+            if client is not None and run is not None and run.seq == seq:
+                self._release(cid, piece, client.running.pop(piece))
