@@ -16,9 +16,7 @@ MAX_BYTES = 40 * 1024 * 1024
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def setup(
-    home: Path, verbose: bool, file_name: str, sign: str = "", console: bool = False
-) -> None:
+def setup(home: Path, verbose: bool, file_name: str, sign: str = "", console: bool = False) -> None:
     """Send the ``dfget`` loggers to ``<home>/logs/<file_name>`` (stderr if that fails)."""
     line = f"%(asctime)s.%(msecs)03d %(levelname).4s sign:{sign or '%(process)d'} : %(message)s"
     formatter = logging.Formatter(line, DATE_FORMAT)

@@ -1,0 +1,141 @@
+"""The life of a ``dfget server`` process (spec §4.1, §4.5), done more carefully than v1.
+
+Start: bind (adopting a live peer server on a fixed port), record the port in the meta file and
+the pid beside it, then print the one line the spawning dfget waits for. Run: the HTTP server
+on a thread; the main thread collects expired tasks and watches for idleness and signals.
+Signals are blocked in every thread and taken with ``sigtimedwait``, so shutdown always runs in
+plain code, never inside a handler that interrupted a lock. Stop: stop listening, reset the meta
+port (if it is still ours), delete finished files and report them down with a bounded wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from dfget import logs
+from dfget.units import format_duration
+from dfget.uploader import meta, ports
+from dfget.uploader.options import ServerOptions
+from dfget.uploader.report import DownReporter
+from dfget.uploader.server import UploaderServer
+from dfget.uploader.service import Uploader
+
+log = logging.getLogger("dfget.uploader")
+
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+REPORT_GRACE = 3.0  # seconds shutdown waits for service-down reports
+MAX_GC_PERIOD = 15.0
+MIN_GC_PERIOD = 0.2
+
+
+def serve(options: ServerOptions) -> int:
+    logs.setup(options.home, options.verbose, "dfserver.log")
+    try:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        options.meta_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"cannot create the work directories: {exc}")
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        return _run(options)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+def gc_period(expiretime: float) -> float:
+    """How often expiry is checked: often enough for short expiry times, never busy."""
+    if expiretime <= 0:
+        return MAX_GC_PERIOD
+    return max(MIN_GC_PERIOD, min(MAX_GC_PERIOD, expiretime / 4))
+
+
+def _run(options: ServerOptions) -> int:
+    reporter = DownReporter()
+    uploader = Uploader(options, reporter.submit)
+    host = options.ip.strip("[]")
+    try:
+        server, port = ports.bind(host, options.port, lambda p: UploaderServer((host, p), uploader))
+    except OSError as exc:
+        return _fail(f"cannot listen on {options.ip or '*'}: {exc}")
+    if server is None:
+        _announce(port)
+        return 0
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.25}, name="http", daemon=True
+    ).start()
+    meta_dir = options.meta_file.parent
+    try:
+        meta.write_port(options.meta_file, port)
+        meta.write_pid(meta_dir)
+    except OSError as exc:
+        log.error("cannot record the port in %s: %s", options.meta_file, exc)
+    log.info(
+        "peer server %s listening on %s:%d, data %s, expire %s, alive %s",
+        os.getpid(),
+        host or "*",
+        port,
+        uploader.data_dir,
+        format_duration(options.expiretime),
+        format_duration(options.alivetime),
+    )
+    _announce(port)
+    log.info("shutting down: %s", _wait_for_end(uploader, options))
+    # Stop listening before giving up the meta file: a dfget that still finds our port there
+    # must fail its /check/ and start a new server, not register with one about to exit.
+    server.shutdown()
+    server.server_close()
+    meta.clear_port(options.meta_file, port)
+    uploader.store.drop_finished()
+    reporter.close(REPORT_GRACE)
+    meta.remove_pid(meta_dir)
+    log.info("peer server stopped")
+    return 0
+
+
+def _wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
+    """Collect garbage periodically until a signal arrives or the server has been idle for
+    ``alivetime``; returns why it ended."""
+    period = gc_period(options.expiretime)
+    alivetime = options.alivetime
+    next_gc = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= next_gc:
+            try:
+                uploader.store.collect()
+            except Exception:  # a collector bug must not take the uploads down
+                log.exception("garbage collection failed")
+            next_gc = now + period
+        idle = uploader.idle_for()
+        if alivetime > 0 and idle >= alivetime:
+            return f"no upload activity for {format_duration(alivetime)}"
+        wait = next_gc - time.monotonic()
+        if alivetime > 0:
+            wait = min(wait, alivetime - idle)
+        info = signal.sigtimedwait(SIGNALS, max(wait, 0.01))
+        if info is not None:
+            return f"received {signal.Signals(info.si_signo).name}"
+
+
+def _announce(port: int) -> None:
+    """Print the line the spawning dfget reads, then detach stdout: the reader closes its pipe
+    after one line, and a later write there must not fail the server."""
+    try:
+        sys.stdout.write(meta.ANNOUNCEMENT.format(port=port) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _fail(message: str) -> int:
+    log.error(message)
+    print(f"dfget server: {message}", file=sys.stderr)
+    return 1

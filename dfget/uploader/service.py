@@ -1,0 +1,119 @@
+"""The state the request handlers share: tasks, the host-wide upload limit and activity.
+
+Kept apart from the HTTP layer so the decisions (which data dir a caller may name, what rate to
+grant, when the server counts as idle) read as plain code and can be tested without sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from dfget.uploader import ratelimit
+from dfget.uploader.options import ServerOptions
+from dfget.uploader.ratelimit import TokenBucket
+from dfget.uploader.store import Task, TaskStore
+
+log = logging.getLogger("dfget.uploader")
+
+MAX_UPLOADS = 64  # concurrent piece uploads; more requests wait for a slot
+MIN_STALE_AFTER = 600.0  # an unfinished download idle this long is considered dead
+
+
+class Uploader:
+    def __init__(self, options: ServerOptions, on_drop: Callable[[Task], None]) -> None:
+        self.home = options.home.resolve()
+        self.data_dir = options.data_dir.resolve()
+        self.store = TaskStore(
+            self.data_dir,
+            expiretime=options.expiretime,
+            stale_after=max(options.expiretime, MIN_STALE_AFTER),
+            on_drop=on_drop,
+        )
+        self.bucket: TokenBucket | None = None
+        self.set_total_limit(options.totallimit)
+        self._slots = threading.BoundedSemaphore(MAX_UPLOADS)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._last_activity = time.monotonic()
+
+    @property
+    def total_limit(self) -> int:
+        bucket = self.bucket
+        return bucket.rate if bucket is not None else 0
+
+    def set_total_limit(self, rate: int) -> None:
+        """Apply a host-wide limit (``--totallimit`` or a ``/check/``'s ``totalLimit``); 0 or
+        less keeps the current one, like v1. The same rate keeps the bucket's state."""
+        if rate > 0 and rate != self.total_limit:
+            self.bucket = TokenBucket(rate)
+            log.info("host-wide upload limit set to %d B/s", rate)
+
+    def grant(self, name: str, requested: int) -> int:
+        """The rate for one download's ``/rate/`` request, fair to the other unfinished ones."""
+        unfinished = self.store.request_rate(name, requested)
+        return ratelimit.grant(requested, self.total_limit, unfinished)
+
+    def data_dir_for(self, header: str, local_caller: bool) -> Path | None:
+        """The data dir a ``/check/`` may name, or None for the configured one.
+
+        v1 lets any caller choose any directory (and then serves files from it). We accept it
+        only from this host and only inside our work home (or our data dir itself).
+        """
+        if not header or header == str(self.data_dir):
+            return None
+        if not local_caller:
+            log.debug("ignoring dataDir from a remote caller")
+            return None
+        path = Path(header)
+        resolved = path.resolve() if path.is_absolute() else None
+        if resolved == self.data_dir:
+            return None
+        if resolved is not None and resolved != self.home and resolved.is_relative_to(self.home):
+            return resolved
+        log.warning("ignoring dataDir %s: outside the work home %s", header, self.home)
+        return None
+
+    def touch(self) -> None:
+        """Record activity that keeps the server alive (pieces, ``/rate/``, ``/check/``)."""
+        self._last_activity = time.monotonic()
+
+    @contextlib.contextmanager
+    def uploading(self) -> Iterator[None]:
+        """One piece upload: waits for a free slot; the server is not idle meanwhile."""
+        with self._lock:
+            self._active += 1
+        try:
+            with self._slots:
+                yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._last_activity = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return 0.0 if self._active else time.monotonic() - self._last_activity
+
+
+def is_local_caller(peer: str, local: str) -> bool:
+    """Whether a connection comes from this host: loopback, or from the very address it
+    reached (a Go dfget talks to its own server through the IP it advertises)."""
+    try:
+        peer_ip, local_ip = (_unmapped(ipaddress.ip_address(value)) for value in (peer, local))
+    except ValueError:
+        return False
+    return peer_ip.is_loopback or peer_ip == local_ip
+
+
+def _unmapped(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

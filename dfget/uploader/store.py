@@ -1,0 +1,300 @@
+"""The tasks a peer server serves: which files, whether they may still be trusted, when to stop.
+
+A task is registered by ``/check/`` (unfinished: the downloader is writing pieces into the
+service file and may hand them out as soon as they are reported) and finished by
+``/client/finish``, which pins the file's fingerprint (size, mtime, inode). A finished file that
+no longer matches its fingerprint was modified after it was verified (the user's output may be
+a hard link of it), so it is dropped rather than served. Only ``<data dir>/<name>.service`` of a
+registered name is ever opened, without following symlinks, and only that path is ever deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+log = logging.getLogger("dfget.uploader")
+
+SERVICE_SUFFIX = ".service"
+MAX_NAME_BYTES = 240  # a file name is at most 255 bytes, ".service" included
+MAX_TASKS = 10_000
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def task_name(raw: str) -> str | None:
+    """The task file name from a URL path segment, or None if it could name anything but a
+    plain file in the data dir (separators, NUL, dot names, also when percent-encoded).
+
+    ``raw`` is the request line as http.server decoded it (latin-1); Go sends non-ASCII
+    names as raw UTF-8 bytes, our client percent-encodes them: both decode to the same name.
+    """
+    try:
+        name = unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        return None
+    if name in ("", ".", "..") or len(name.encode()) > MAX_NAME_BYTES:
+        return None
+    if any(char in name for char in "/\\\x00"):
+        return None
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What identifies the exact bytes of a file without reading them."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Fingerprint:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(slots=True)
+class Task:
+    name: str
+    data_dir: Path  # resolved when registered
+    registered: float  # wall-clock times, comparable with file mtimes
+    last_access: float
+    finished: bool = False
+    task_id: str = ""
+    cid: str = ""
+    supernode: str = ""
+    fingerprint: Fingerprint | None = None  # finished: the verified file
+    requested_rate: int = 0
+    observed: Fingerprint | None = None  # unfinished: the file as last seen by the collector
+    observed_at: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / (self.name + SERVICE_SUFFIX)
+
+
+class Unservable(Exception):
+    """A piece request that must be refused with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class TaskStore:
+    """Thread-safe registry of tasks; ``on_drop`` is told about every finished task dropped
+    (the supernode must hear that this peer no longer holds it)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        expiretime: float,
+        stale_after: float,
+        on_drop: Callable[[Task], None],
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.expiretime = expiretime
+        self.stale_after = stale_after
+        self._on_drop = on_drop
+        self._tasks: dict[str, Task] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Task | None:
+        return self._tasks.get(name)
+
+    def register(self, name: str, data_dir: Path | None = None) -> bool:
+        """Register an unfinished task (``/check/``); False when the registry is full.
+
+        A known task keeps its state: a second ``/check/`` must not turn a finished task back
+        into one that is served without its fingerprint.
+        """
+        with self._lock:
+            return self._register_locked(name, data_dir) is not None
+
+    def finish(self, name: str, task_id: str, cid: str, supernode: str) -> bool:
+        """Mark a task finished and pin its file's fingerprint; False if there is no file
+        (the task is then dropped by the next collection)."""
+        now = time.time()
+        with self._lock:
+            task = self._register_locked(name, None)
+            if task is None:
+                return False
+            task.finished = True
+            task.task_id, task.cid, task.supernode = task_id, cid, supernode
+            task.requested_rate = 0
+            task.last_access = now
+            try:
+                st = os.stat(task.path, follow_symlinks=False)
+                task.fingerprint = Fingerprint.of(st) if stat.S_ISREG(st.st_mode) else None
+            except OSError:
+                task.fingerprint = None
+            return task.fingerprint is not None
+
+    def request_rate(self, name: str, rate: int) -> int:
+        """Record an unfinished task's requested rate; returns the sum over unfinished tasks."""
+        with self._lock:
+            task = self._tasks.get(name)
+            if task is not None and not task.finished:
+                task.requested_rate = max(rate, 0)
+            return sum(t.requested_rate for t in self._tasks.values() if not t.finished)
+
+    def open(self, name: str) -> tuple[int, int]:
+        """Open a registered task's service file for serving: ``(fd, size)``; the caller closes.
+
+        Raises Unservable (404/403) for unknown tasks, missing files, anything that is not a
+        regular file inside the data dir, and finished files that changed since verification.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            raise Unservable(404, "task not found")
+        try:
+            fd = os.open(task.path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            self.drop(task, "its service file is gone", unlink=False)
+            raise Unservable(404, "file not found") from None
+        except PermissionError:
+            raise Unservable(403, "permission denied") from None
+        except OSError:  # ELOOP: a symlink where the service file should be
+            raise Unservable(404, "file not found") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not _opened_inside(fd, task.data_dir):
+                raise Unservable(404, "file not found")
+            with self._lock:
+                changed = task.finished and Fingerprint.of(st) != task.fingerprint
+                if not changed:
+                    task.last_access = time.time()
+            if changed:
+                self.drop(task, "its service file changed after it was verified")
+                raise Unservable(404, "file not found")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st.st_size
+
+    def collect(self, now: float | None = None) -> None:
+        """One garbage-collection pass: expire finished files, forget vanished ones, drop
+        abandoned downloads and stale orphan service files."""
+        now = time.time() if now is None else now
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for task in tasks:
+            verdict = self._inspect(task, now)
+            if verdict is not None:
+                reason, unlink = verdict
+                self.drop(task, reason, unlink=unlink)
+        self._sweep_orphans(now)
+
+    def drop_finished(self) -> None:
+        """Stop serving every finished task and delete its file (shutdown)."""
+        with self._lock:
+            finished = [task for task in self._tasks.values() if task.finished]
+        for task in finished:
+            self.drop(task, "the server is shutting down")
+
+    def drop(self, task: Task, reason: str, *, unlink: bool = True) -> None:
+        with self._lock:
+            if self._tasks.get(task.name) is not task:
+                return  # dropped concurrently
+            del self._tasks[task.name]
+        if unlink:
+            _unlink_service_file(task)
+        log.info("stopped serving %s: %s", task.name, reason)
+        if task.finished:
+            self._on_drop(task)
+
+    def _register_locked(self, name: str, data_dir: Path | None) -> Task | None:
+        task = self._tasks.get(name)
+        now = time.time()
+        if task is None:
+            if len(self._tasks) >= MAX_TASKS:
+                return None
+            task = Task(name, data_dir or self.data_dir, registered=now, last_access=now)
+            self._tasks[name] = task
+        task.last_access = now
+        return task
+
+    def _inspect(self, task: Task, now: float) -> tuple[str, bool] | None:
+        """Why ``task`` should be dropped (and whether to delete its file), or None."""
+        try:
+            st = os.stat(task.path, follow_symlinks=False)
+        except FileNotFoundError:
+            if task.finished or task.observed is not None:
+                return "its service file is gone", False
+            if now - task.last_access > self.stale_after:
+                return "its download never wrote a file", False
+            return None
+        except OSError:
+            return None
+        seen = Fingerprint.of(st)
+        with self._lock:
+            if task.finished:
+                if seen != task.fingerprint:
+                    return "its service file changed after it was verified", True
+                if (
+                    self.expiretime > 0
+                    and now - max(task.last_access, st.st_mtime) > self.expiretime
+                ):
+                    return "expired", True
+                return None
+            if seen != task.observed:
+                task.observed, task.observed_at = seen, now
+                return None
+            if now - max(task.observed_at, task.last_access) > self.stale_after:
+                return "its download stopped writing and nobody reads it", True
+            return None
+
+    def _sweep_orphans(self, now: float) -> None:
+        """Delete service files no task owns once they are stale (e.g. left by a server that
+        was killed). Unlike v1 nothing recent is touched: a running download may belong to a
+        server that restarted. Only ``*.service`` entries, never directories."""
+        try:
+            entries = list(os.scandir(self.data_dir))
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name.removesuffix(SERVICE_SUFFIX)
+            if name == entry.name or name in self._tasks:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode) and now - st.st_mtime > self.stale_after:
+                    os.unlink(entry.path)
+                    log.info("deleted orphan service file %s", entry.name)
+            except OSError:
+                continue
+
+
+def _opened_inside(fd: int, data_dir: Path) -> bool:
+    """Whether an open descriptor really is a file directly inside ``data_dir``: guards
+    against a data dir that was swapped for a symlink after registration."""
+    try:
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return True  # no /proc: O_NOFOLLOW and the name checks are all we have
+    return real.parent == data_dir
+
+
+def _unlink_service_file(task: Task) -> None:
+    """Unlink only the ``.service`` name inside the data dir, never what it may point to; the
+    user's output may be a hard link of it and survives."""
+    try:
+        dir_fd = os.open(task.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.unlink(task.name + SERVICE_SUFFIX, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot delete %s: %s", task.path, exc)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,319 @@
+"""Benchmark: `dfget server` piece uploads against nginx serving the same bytes with ranges.
+
+    python tests/bench/serve.py [--size-mib 1024] [--readers 4] [--rounds 3] [--passes 3]
+
+A random file is served as 4 MiB pieces to concurrent local readers, once by a real
+`dfget server` (wrapped v1 pieces from the raw service file: head + sendfile + tail) and once by
+Debian's nginx (`/usr/sbin/nginx`, byte ranges of the same file, sendfile on), alternating, in
+the same run. The readers are raw sockets with keep-alive and ``recv_into`` a reused buffer so
+the client is not the bottleneck. Prints each server's best throughput and the ratio; the bar
+is dfget >= 0.7x nginx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from dfget.uploader import client  # noqa: E402
+
+MiB = 1024 * 1024
+PIECE = 4 * MiB
+NGINX = "/usr/sbin/nginx"
+ROUND_TIMEOUT = 120.0
+NGINX_CONF = """
+daemon off;
+worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+RequestFor = Callable[[int], bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as fh:
+        for offset in range(0, size, 16 * MiB):
+            fh.write(os.urandom(min(16 * MiB, size - offset)))
+    with open(path, "rb") as fh:  # into the page cache: measure serving, not the disk
+        while fh.read(16 * MiB):
+            pass
+
+
+def read_pieces(
+    port: int, request_for: RequestFor, pieces: int, passes: int, readers: int
+) -> tuple[int, float]:
+    """Fetch all ``pieces`` ``passes`` times over ``readers`` keep-alive connections.
+
+    Returns (body bytes, seconds).
+    """
+    counter = itertools.count()
+    lock = threading.Lock()
+    totals: list[int] = []
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + ROUND_TIMEOUT
+
+    def reader() -> None:
+        buffer = bytearray(PIECE + 64 * 1024)
+        view = memoryview(buffer)
+        received = 0
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                while time.monotonic() < deadline:
+                    with lock:
+                        index = next(counter)
+                    if index >= pieces * passes:
+                        break
+                    sock.sendall(request_for(index % pieces))
+                    received += _read_response(sock, view)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        totals.append(received)
+
+    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(ROUND_TIMEOUT + 10)
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"reader failed: {errors[0]!r}")
+    return sum(totals), elapsed
+
+
+def _read_response(sock: socket.socket, view: memoryview) -> int:
+    """Read one response into ``view`` (head first, then the body); returns body bytes."""
+    filled = 0
+    while True:
+        count = sock.recv_into(view[filled:], 65536)
+        if not count:
+            raise ConnectionError("server closed the connection")
+        filled += count
+        end = bytes(view[: min(filled, 1024)]).find(b"\r\n\r\n")
+        if end >= 0:
+            break
+    head = bytes(view[:end]).decode("latin-1")
+    if not head.startswith("HTTP/1.1 206"):
+        raise RuntimeError(f"unexpected answer: {head.splitlines()[0]}")
+    length = next(
+        int(line.split(":", 1)[1])
+        for line in head.split("\r\n")
+        if line.lower().startswith("content-length:")
+    )
+    body = filled - end - 4
+    while body < length:
+        count = sock.recv_into(view, min(len(view), length - body))
+        if not count:
+            raise ConnectionError("body cut short")
+        body += count
+    return length
+
+
+def fetch_one(port: int, request: bytes) -> bytes:
+    """One whole response body, to check that both servers send the right bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                break
+            body += chunk
+    return body
+
+
+def dfget_request(port: int, name: str) -> RequestFor:
+    def request(index: int) -> bytes:
+        start = index * PIECE
+        return (
+            f"GET /peer/file/{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"User-Agent: dfget/1.0.6\r\nPiecenum: {index}\r\nPiecesize: {PIECE}\r\n"
+            f"Range: bytes={start}-{start + PIECE - 1}\r\n\r\n"
+        ).encode()
+
+    return request
+
+
+def nginx_request(port: int, path: str) -> RequestFor:
+    capacity = PIECE - 5  # the same raw bytes a wrapped piece carries
+
+    def request(index: int) -> bytes:
+        start = index * capacity
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Range: bytes={start}-{start + capacity - 1}\r\n\r\n"
+        ).encode()
+
+    return request
+
+
+def start_dfget_server(home: Path) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dfget",
+            "server",
+            "--ip",
+            "127.0.0.1",
+            "--home",
+            str(home),
+            "--alivetime",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("dfget uploader server port is "):
+        proc.kill()
+        raise RuntimeError(f"dfget server did not start: {line!r}")
+    return proc, int(line.split()[-1])
+
+
+def start_nginx(tmp: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)]
+    )
+    wait_port(port)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--size-mib", type=int, default=1024, help="file size in MiB (default 1024)"
+    )
+    parser.add_argument("--readers", type=int, default=4, help="concurrent readers (default 4)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per server (default 3)"
+    )
+    parser.add_argument(
+        "--passes", type=int, default=3, help="whole-file reads per round (default 3)"
+    )
+    args = parser.parse_args()
+    if not Path(NGINX).exists():
+        print(f"{NGINX} is not installed", file=sys.stderr)
+        return 2
+    size = args.size_mib * MiB
+    pieces = -(-size // (PIECE - 5))
+    tmp = Path(tempfile.mkdtemp(prefix="dfget-bench-"))
+    tmp.chmod(0o755)  # nginx workers run as an unprivileged user
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        home, www = tmp / "home", tmp / "www"
+        (home / "data").mkdir(parents=True)
+        www.mkdir()
+        service = home / "data" / "bench.service"
+        print(f"writing {args.size_mib} MiB of random data ...", flush=True)
+        write_random(service, size)
+        os.link(service, www / "bench.bin")
+        dfget_proc, dfget_port = start_dfget_server(home)
+        procs.append(dfget_proc)
+        if not client.check("127.0.0.1", dfget_port, "bench", home / "data", 0):
+            raise RuntimeError("dfget server did not register the task")
+        nginx_proc, nginx_port = start_nginx(tmp, www)
+        procs.append(nginx_proc)
+        contenders = {
+            "dfget server": (dfget_port, dfget_request(dfget_port, "bench")),
+            "nginx": (nginx_port, nginx_request(nginx_port, "/bench.bin")),
+        }
+        with open(service, "rb") as fh:
+            raw = os.pread(fh.fileno(), PIECE - 5, PIECE - 5)
+        framed = (len(raw) | PIECE << 4).to_bytes(4, "big") + raw + b"\x7f"
+        expected = {"dfget server": framed, "nginx": raw}
+        for name, (port, request_for) in contenders.items():
+            if fetch_one(port, request_for(1)) != expected[name]:
+                raise RuntimeError(f"{name} sent wrong bytes for piece 1")
+        best = dict.fromkeys(contenders, 0.0)
+        for round_num in range(args.rounds):
+            for name, (port, request_for) in contenders.items():
+                nbytes, seconds = read_pieces(port, request_for, pieces, args.passes, args.readers)
+                rate = nbytes / seconds / MiB
+                best[name] = max(best[name], rate)
+                print(
+                    f"round {round_num + 1} {name:>12}: {nbytes / MiB:6.0f} MiB"
+                    f" in {seconds:6.2f} s = {rate:6.0f} MiB/s"
+                )
+        ratio = best["dfget server"] / best["nginx"]
+        verdict = "meets" if ratio >= 0.7 else "below"
+        print(
+            f"best: dfget server {best['dfget server']:.0f} MiB/s, nginx {best['nginx']:.0f} MiB/s,"
+            f" ratio {ratio:.2f} ({verdict} the 0.7 bar)"
+        )
+        return 0 if ratio >= 0.7 else 1
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The peer server as a process: expiry, idleness, signals, ports, spawning (spec §4.1, §4.5)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dfget.uploader import client
+from dfget.uploader.spawn import ensure_server
+from tests.conftest import FakeSupernode, PeerServer, launch_peer_server
+from tests.helpers import random_bytes, stop_process
+
+P = 4 * 1024 * 1024
+TASK_ID = "24880c54b89402eb273a93e83dafea4c549702070504bec0bc96a1a0bc9cc25c"
+CID = "127.0.0.1-20161-1795914754.517"
+DOWN = f"/peer/service/down?taskId={TASK_ID}&cid={CID}"
+
+StartServer = Callable[..., PeerServer]
+
+
+def served(server: PeerServer, name: str) -> int:
+    return server.piece(name, 0, P - 1, 0, P, Cdnsource="source").status
+
+
+def free_port_in_range() -> int:
+    """A currently free port inside 15000-65000, where peer server ports must be."""
+    for port in range(20000 + os.getpid() % 20000, 65000, 97):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts as exited, its parent may be gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def servers_of(home: Path) -> list[int]:
+    """Pids of live `dfget server` processes whose command line names ``home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"server" in argv and str(home).encode() in argv and not process_gone(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_expired_file_is_deleted_and_reported(
+    peer_server: StartServer, fake_supernode: FakeSupernode
+) -> None:
+    server = peer_server("--expiretime", "2s")
+    path = server.add_task("expiring", b"x" * 1000)
+    server.finish("expiring", fake_supernode.address, TASK_ID, CID)
+    for _ in range(8):  # being read keeps it alive past the expiry time
+        assert served(server, "expiring") == 206
+        time.sleep(0.3)
+    assert fake_supernode.wait_for(1, timeout=10) == [DOWN]
+    assert not path.exists()
+    assert served(server, "expiring") == 404
+
+
+def test_idle_server_exits_and_resets_the_meta_file(peer_server: StartServer) -> None:
+    server = peer_server("--alivetime", "2s")
+    assert server.meta_port() == server.port
+    pid_file = server.home / "meta" / "server.pid"
+    assert pid_file.read_text().strip() == str(server.proc.pid)
+    for _ in range(5):  # activity keeps it alive past the alive time
+        assert server.get("/rate/x", {"Ratelimit": "1"}).status == 200
+        time.sleep(0.5)
+    assert server.proc.poll() is None
+    started = time.monotonic()
+    assert server.wait_exit(timeout=10) == 0
+    assert time.monotonic() - started > 1.0
+    assert server.meta_port() == 0
+    assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_reports_service_down_and_cleans_up(
+    peer_server: StartServer, fake_supernode: FakeSupernode, signum: int
+) -> None:
+    server = peer_server()
+    finished = server.add_task("done", b"y" * 100)
+    server.finish("done", fake_supernode.address, TASK_ID, CID)
+    running = server.add_task("running", b"z" * 100)
+    server.proc.send_signal(signum)
+    assert server.wait_exit(timeout=10) == 0
+    assert fake_supernode.wait_for(1, timeout=5) == [DOWN]
+    assert server.meta_port() == 0
+    assert not finished.exists()
+    assert running.exists()  # its download still owns it
+    assert not (server.home / "meta" / "server.pid").exists()
+
+
+def test_changed_file_is_no_longer_served(
+    peer_server: StartServer, fake_supernode: FakeSupernode
+) -> None:
+    server = peer_server()
+    path = server.add_task("verified", b"a" * 5000)
+    server.finish("verified", fake_supernode.address, TASK_ID, CID)
+    assert served(server, "verified") == 206
+    with open(path, "r+b") as fh:  # same size and inode, new content
+        fh.write(b"b" * 10)
+    assert served(server, "verified") == 404
+    assert fake_supernode.wait_for(1, timeout=10) == [DOWN]
+    assert not path.exists()
+
+
+def test_replaced_file_is_no_longer_served(
+    peer_server: StartServer, fake_supernode: FakeSupernode
+) -> None:
+    server = peer_server()
+    path = server.add_task("replaced", b"a" * 5000)
+    server.finish("replaced", fake_supernode.address, TASK_ID, CID)
+    stat = path.stat()
+    fresh = path.with_name("fresh")
+    fresh.write_bytes(b"c" * 5000)
+    os.utime(fresh, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(fresh, path)  # same size and mtime, another inode
+    assert served(server, "replaced") == 404
+    assert fake_supernode.wait_for(1, timeout=10) == [DOWN]
+
+
+def test_vanished_file_is_forgotten(peer_server: StartServer) -> None:
+    server = peer_server()
+    path = server.add_task("failed-download", b"q" * 100)
+    assert served(server, "failed-download") == 206
+    path.unlink()
+    assert served(server, "failed-download") == 404
+    path.write_bytes(b"q" * 100)
+    assert served(server, "failed-download") == 404  # forgotten until checked again
+
+
+def test_rate_grants_share_the_total_limit(peer_server: StartServer) -> None:
+    server = peer_server()
+    for name in ("a", "b"):
+        assert (
+            server.get(f"/check/{name}", {"Datadir": str(server.data), "Totallimit": "1000"}).status
+            == 200
+        )
+
+    def rate(name: str, value: int) -> bytes:
+        reply = server.get(f"/rate/{name}", {"Ratelimit": str(value)})
+        assert reply.status == 200
+        return reply.body
+
+    assert rate("a", 600) == b"600"
+    assert rate("b", 900) == b"600"  # ceil(900 * 1000 / 1500)
+    assert rate("a", 700) == b"438"  # ceil(700 * 1000 / 1600)
+    (server.data / "a.service").write_bytes(b"")
+    server.finish("a", "127.0.0.1:1")
+    assert rate("b", 900) == b"900"  # a finished: b alone is within the limit
+
+
+def test_total_limit_throttles_uploads(peer_server: StartServer) -> None:
+    server = peer_server("--totallimit", "1M")
+    content = random_bytes(1536 * 1024, seed=5)
+    server.add_task("throttled", content)
+    started = time.monotonic()
+    reply = server.piece("throttled", 0, P - 1, 0, P, Cdnsource="source")
+    elapsed = time.monotonic() - started
+    assert reply.body == content
+    assert 1.0 < elapsed < 8.0
+
+
+def test_port_held_by_another_program_gives_another_port(peer_server: StartServer) -> None:
+    port = free_port_in_range()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        server = peer_server("--port", str(port))
+    assert server.port != port
+    assert 15000 <= server.port <= 65000
+    assert served(server, "nothing") == 404
+
+
+def test_fixed_port_of_a_live_server_is_adopted(peer_server: StartServer) -> None:
+    port = free_port_in_range()
+    first = peer_server("--port", str(port))
+    proc, line = launch_peer_server(first.home, "--port", str(port))
+    try:
+        assert line == f"dfget uploader server port is {port}"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop_process(proc)
+    assert first.proc.poll() is None
+    assert first.meta_port() == port
+
+
+def test_ipv6_literal(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    home = tmp_path / "v6"
+    proc, line = launch_peer_server(home, "--ip", "::1")
+    try:
+        port = int(line.rsplit(" ", 1)[1])
+        (home / "data" / "six.service").write_bytes(b"hello")
+        assert client.check("::1", port, "six", home / "data", 0)
+        conn = http.client.HTTPConnection("::1", port, timeout=10)
+        conn.request(
+            "GET",
+            "/peer/file/six",
+            headers={"pieceNum": "0", "pieceSize": str(P), "Range": "bytes=0-99"},
+        )
+        assert conn.getresponse().read() == bytes.fromhex("04000005") + b"hello\x7f"
+        conn.close()
+    finally:
+        stop_process(proc)
+
+
+def test_unusable_address_fails_to_start(tmp_path: Path) -> None:
+    proc, line = launch_peer_server(tmp_path / "bad", "--ip", "192.0.2.1")  # TEST-NET-1
+    try:
+        assert line == ""
+        assert proc.wait(timeout=10) == 1
+    finally:
+        stop_process(proc)
+
+
+def test_log_lines_have_v1_format_and_no_headers(peer_server: StartServer) -> None:
+    server = peer_server("--verbose")
+    server.add_task("logged", b"l" * 100)
+    server.get(
+        "/check/logged", {"Authorization": "Bearer SECRET-TOKEN", "Datadir": str(server.data)}
+    )
+    served(server, "logged")
+    stop_process(server.proc)
+    lines = (server.home / "logs" / "dfserver.log").read_text().splitlines()
+    assert lines
+    pattern = re.compile(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBU|INFO|WARN|ERRO) sign:\d+ : .+"
+    )
+    assert all(pattern.fullmatch(line) for line in lines), lines
+    assert any(line.split()[2] == "DEBU" for line in lines)
+    assert not any("SECRET-TOKEN" in line for line in lines)
+
+
+@pytest.fixture
+def spawn_home(tmp_path: Path) -> Iterator[Path]:
+    """A work home whose spawned peer servers are all stopped afterwards."""
+    home = tmp_path / "spawned"
+    yield home
+    for pid in servers_of(home):
+        os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not servers_of(home), timeout=10)
+
+
+def spawn(home: Path, name: str) -> int | None:
+    """What the downloader does for a p2p download of task file ``name``."""
+    return ensure_server(
+        home,
+        ip="127.0.0.1",
+        port=0,
+        expiretime=60.0,
+        alivetime=60.0,
+        totallimit=0,
+        verbose=False,
+        task_file_name=name,
+    )
+
+
+RACER = """
+import sys
+from pathlib import Path
+from dfget.uploader.spawn import ensure_server
+print(ensure_server(Path(sys.argv[1]), ip="127.0.0.1", port=0, expiretime=60.0, alivetime=60.0,
+                    totallimit=0, verbose=False, task_file_name=sys.argv[2]))
+"""
+
+
+def test_racing_dfgets_start_one_server(spawn_home: Path) -> None:
+    (spawn_home / "data").mkdir(parents=True)
+    for name in ("racer0", "racer1"):
+        (spawn_home / "data" / f"{name}.service").write_bytes(name.encode())
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(spawn_home), f"racer{i}"], stdout=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    ports = [int(racer.communicate(timeout=30)[0].decode().strip()) for racer in racers]
+    assert ports[0] == ports[1]
+    assert len(servers_of(spawn_home)) == 1
+    pid = int((spawn_home / "meta" / "server.pid").read_text())
+    assert servers_of(spawn_home) == [pid]
+    peer = PeerServer(subprocess.Popen(["true"]), ports[0], spawn_home)
+    for name in ("racer0", "racer1"):  # both downloads were registered with the one server
+        assert served(peer, name) == 206
+
+
+def test_ensure_server_reuses_and_replaces(spawn_home: Path) -> None:
+    first = spawn(spawn_home, "one")
+    assert first is not None
+    assert spawn(spawn_home, "two") == first
+    [pid] = servers_of(spawn_home)
+    os.kill(pid, signal.SIGKILL)  # dies without resetting the meta file
+    # Our child: it must be reaped, not linger as a zombie of this process.
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=5)
+    assert not client.ping("127.0.0.1", first)
+    second = spawn(spawn_home, "three")
+    assert second is not None and client.ping("127.0.0.1", second)
+    assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]

@@ -1,0 +1,304 @@
+"""The peer server's decisions without a process: store, grants, limits, ports, client bytes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dfget.uploader import client, meta, ports
+from dfget.uploader.lifecycle import gc_period
+from dfget.uploader.options import ServerOptions
+from dfget.uploader.ratelimit import TokenBucket, grant
+from dfget.uploader.sender import wants_zstd
+from dfget.uploader.service import Uploader, is_local_caller
+from dfget.uploader.store import Task, TaskStore, Unservable, task_name
+
+
+@pytest.fixture
+def dropped() -> list[Task]:
+    return []
+
+
+@pytest.fixture
+def store(tmp_path: Path, dropped: list[Task]) -> TaskStore:
+    data = tmp_path / "data"
+    data.mkdir()
+    return TaskStore(data, expiretime=10.0, stale_after=100.0, on_drop=dropped.append)
+
+
+def test_task_names() -> None:
+    assert task_name("a.bin-20161-1795914754.517") == "a.bin-20161-1795914754.517"
+    assert task_name("my%20file-1-2.3") == "my file-1-2.3"
+    for bad in (
+        "",
+        ".",
+        "..",
+        "%2e%2e",
+        "a/b",
+        "a%2fb",
+        "a\\b",
+        "a%5cb",
+        "a%00b",
+        "%ff",
+        "x" * 241,
+    ):
+        assert task_name(bad) is None, bad
+
+
+def test_finished_task_expires_after_last_access(store: TaskStore, dropped: list[Task]) -> None:
+    path = store.data_dir / "t.service"
+    path.write_bytes(b"data")
+    os.utime(path, (0, 0))  # expiry counts from the later of mtime and last access
+    store.register("t")
+    assert store.finish("t", "id", "cid", "127.0.0.1:8002")
+    store.collect(now=time.time() + 5)
+    assert path.exists() and not dropped
+    store.collect(now=time.time() + 11)
+    assert not path.exists()
+    assert [task.task_id for task in dropped] == ["id"]
+    assert store.get("t") is None
+
+
+def test_finish_without_file_drops_the_task(store: TaskStore, dropped: list[Task]) -> None:
+    assert not store.finish("ghost", "id", "cid", "127.0.0.1:8002")
+    store.collect()
+    assert store.get("ghost") is None
+    assert [task.name for task in dropped] == ["ghost"]  # the supernode must hear it
+
+
+def test_abandoned_unfinished_download_is_dropped(store: TaskStore, dropped: list[Task]) -> None:
+    path = store.data_dir / "dead.service"
+    path.write_bytes(b"partial")
+    store.register("dead")
+    now = time.time()
+    store.collect(now=now)  # first sight of the file
+    store.collect(now=now + 50)
+    assert path.exists()
+    with open(path, "ab") as fh:  # still being written: the clock restarts
+        fh.write(b"more")
+    store.collect(now=now + 90)
+    store.collect(now=now + 150)
+    assert path.exists()
+    store.collect(now=now + 191)
+    assert not path.exists() and store.get("dead") is None
+    assert not dropped  # never finished: no supernode to tell
+
+
+def test_registration_without_file_is_forgotten_when_stale(store: TaskStore) -> None:
+    store.register("never-written")
+    store.collect(now=time.time() + 50)
+    assert store.get("never-written") is not None
+    store.collect(now=time.time() + 101)
+    assert store.get("never-written") is None
+
+
+def test_stale_orphans_are_swept_but_nothing_else(store: TaskStore) -> None:
+    orphan = store.data_dir / "orphan.service"
+    fresh = store.data_dir / "fresh.service"
+    other = store.data_dir / "user-output"
+    subdir = store.data_dir / "dir.service"
+    for path in (orphan, fresh, other):
+        path.write_bytes(b"x")
+    subdir.mkdir()
+    old = time.time() - 1000
+    for path in (orphan, other, subdir):
+        os.utime(path, (old, old))
+    store.collect()
+    assert not orphan.exists()
+    assert fresh.exists() and other.exists() and subdir.exists()
+
+
+def test_open_refuses_symlinks_and_non_files(store: TaskStore, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"secret")
+    (store.data_dir / "link.service").symlink_to(target)
+    (store.data_dir / "dir.service").mkdir()
+    for name in ("link", "dir", "unknown"):
+        if name != "unknown":
+            store.register(name)
+        with pytest.raises(Unservable) as info:
+            store.open(name)
+        assert info.value.status == 404
+
+
+def test_second_check_does_not_unfinish(store: TaskStore) -> None:
+    (store.data_dir / "t.service").write_bytes(b"x")
+    store.register("t")
+    store.finish("t", "id", "cid", "sn:8002")
+    store.register("t")
+    task = store.get("t")
+    assert task is not None and task.finished and task.fingerprint is not None
+
+
+def test_grants() -> None:
+    assert grant(2147483648, 0, 999) == 2147483648
+    assert grant(600, 1000, 600) == 600
+    assert grant(900, 1000, 1500) == 600
+    assert grant(700, 1000, 1600) == 438
+
+
+def test_token_bucket_paces_to_its_rate() -> None:
+    bucket = TokenBucket(1_000_000)
+    started = time.monotonic()
+    for _ in range(10):
+        bucket.acquire(50_000)
+    assert 0.3 < time.monotonic() - started < 2.0  # 500 kB at 1 MB/s minus the 0.1 s burst
+
+
+def test_local_callers() -> None:
+    assert is_local_caller("127.0.0.1", "127.0.0.1")
+    assert is_local_caller("127.0.0.2", "10.0.0.5")
+    assert is_local_caller("::1", "::1")
+    assert is_local_caller("::ffff:127.0.0.1", "::ffff:10.0.0.5")
+    assert is_local_caller("10.0.0.5", "10.0.0.5")  # a Go dfget reaching its own advertised IP
+    assert not is_local_caller("10.0.0.6", "10.0.0.5")
+    assert not is_local_caller("garbage", "10.0.0.5")
+
+
+def test_data_dir_choice(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    uploader = Uploader(ServerOptions(home=home), on_drop=lambda task: None)
+    data = (home / "data").resolve()
+    inside = (home / "data2").resolve()
+    assert uploader.data_dir_for("", True) is None
+    assert uploader.data_dir_for(str(data), True) is None
+    assert uploader.data_dir_for(str(inside), True) == inside
+    assert uploader.data_dir_for(str(inside), False) is None
+    assert uploader.data_dir_for(str(home), True) is None
+    assert uploader.data_dir_for(str(home / ".." / "x"), True) is None
+    assert uploader.data_dir_for("/etc", True) is None
+    assert uploader.data_dir_for("relative/data", True) is None
+
+
+def test_port_candidates_stay_in_the_supernodes_range() -> None:
+    found = list(ports.candidates(now=299 * 50_000 + 1234567))
+    assert len(found) == ports.SEQUENTIAL_TRIES + ports.RANDOM_TRIES
+    assert all(15000 <= port < 65000 for port in found)
+    assert found[0] == 15000 + (int(299 * 50_000 + 1234567) // 300) % 50000
+
+
+def test_gc_period() -> None:
+    assert gc_period(180) == 15
+    assert gc_period(1) == 0.25
+    assert gc_period(0.1) == 0.2
+    assert gc_period(0) == 15
+
+
+def test_wants_zstd() -> None:
+    assert wants_zstd("zstd")
+    assert wants_zstd("gzip, ZSTD;q=0.9")
+    assert not wants_zstd("zstd;q=0")
+    assert not wants_zstd("gzip, br")
+    assert not wants_zstd("")
+
+
+def test_meta_file_round_trip(tmp_path: Path) -> None:
+    meta_file = tmp_path / "meta" / "host.meta"
+    assert meta.read_port(meta_file) == 0
+    meta.write_port(meta_file, 15001)
+    assert meta_file.read_text() == '{"servicePort":15001}'
+    meta.clear_port(meta_file, 15002)  # not ours: untouched
+    assert meta.read_port(meta_file) == 15001
+    meta.clear_port(meta_file, 15001)
+    assert meta_file.read_text() == '{"servicePort":0}'
+    meta_file.write_text("garbage")
+    assert meta.read_port(meta_file) == 0
+
+
+def test_meta_lock_times_out_while_held(tmp_path: Path) -> None:
+    with (
+        meta.lock(tmp_path, timeout=1),
+        pytest.raises(TimeoutError),
+        meta.lock(tmp_path, timeout=0.1),
+    ):
+        pass
+    with meta.lock(tmp_path, timeout=0.1) as held:
+        assert held
+
+
+class Recorder:
+    """A one-shot HTTP endpoint that records the raw request head and answers ``body``."""
+
+    def __init__(self, body: bytes) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.body = body
+        self.heads: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(4096)
+                self.heads.append(data.split(b"\r\n\r\n")[0])
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body)
+                )
+
+
+@pytest.fixture
+def recorder() -> Iterator[Callable[[bytes], Recorder]]:
+    made: list[Recorder] = []
+
+    def make(body: bytes) -> Recorder:
+        made.append(Recorder(body))
+        return made[-1]
+
+    yield make
+    for rec in made:
+        rec.sock.close()
+
+
+def test_client_requests_look_like_v1(recorder: Callable[[bytes], Recorder]) -> None:
+    tfn = "a.bin-20161-1795914754.517"
+    rec = recorder(f"{tfn}@1.0.6".encode())
+    assert client.check("127.0.0.1", rec.port, tfn, "/h/data", 0)
+    lines = rec.heads[0].decode().split("\r\n")
+    assert lines[0] == f"GET /check/{tfn} HTTP/1.1"
+    assert "dataDir: /h/data" in lines and "totalLimit: 0" in lines
+
+    rec = recorder(b"20971520")
+    assert client.rate("127.0.0.1", rec.port, tfn, 20971520) == 20971520
+    assert "rateLimit: 20971520" in rec.heads[0].decode().split("\r\n")
+
+    rec = recorder(b"success")
+    assert client.finish("127.0.0.1", rec.port, tfn, "abc", "127.0.0.1-1-2.3", "127.0.0.1:8002")
+    assert (
+        rec.heads[0].split(b"\r\n")[0]
+        == (
+            f"GET /client/finish?taskFileName={tfn}&taskID=abc&cid=127.0.0.1-1-2.3"
+            "&superNode=127.0.0.1:8002 HTTP/1.1"
+        ).encode()
+    )
+
+    rec = recorder(b'{"code":612}\n')
+    assert client.service_down(f"127.0.0.1:{rec.port}", "f" * 64, "127.0.0.1-1-2.3")
+    assert (
+        rec.heads[0].split(b"\r\n")[0]
+        == (f"GET /peer/service/down?taskId={'f' * 64}&cid=127.0.0.1-1-2.3 HTTP/1.1").encode()
+    )
+
+    rec = recorder(b"success")
+    assert client.ping("127.0.0.1", rec.port)
+
+
+def test_client_failures_are_quiet() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    assert not client.check("127.0.0.1", port, "t", "/d", 0)
+    assert client.rate("127.0.0.1", port, "t", 1234) == 1234
+    assert not client.finish("127.0.0.1", port, "t", "i", "c", "s:1")
+    assert not client.ping("127.0.0.1", port)
