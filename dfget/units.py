@@ -12,6 +12,7 @@ import re
 _RATE = re.compile(r"^\s*(\d+)\s*([bkmg]?)(b?)\s*$", re.IGNORECASE)
 _RATE_FACTORS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")  # not float(): it takes "inf" and "nan"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_FACTORS = {
     "ns": 1e-9,
@@ -55,10 +56,8 @@ def parse_duration(text: str | float | int) -> float:
         if value == "":
             raise ValueError("empty duration")
         return 0.0
-    try:
+    if _PLAIN_NUMBER.fullmatch(value):
         return sign * float(value)
-    except ValueError:
-        pass
     total, position = 0.0, 0
     for match in _DURATION_PART.finditer(value):
         if match.start() != position:

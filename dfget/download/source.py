@@ -286,12 +286,19 @@ class SourceFetcher:
         for thread in threads:
             thread.start()
         timed_out = False
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.5)
-                if self.cancel.expired() and not self.cancel.is_set():
-                    timed_out = True
-                    self.cancel.cancel()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.5)
+                    if self.cancel.expired() and not self.cancel.is_set():
+                        timed_out = True
+                        self.cancel.cancel()
+        except BaseException:
+            # A signal: stop the workers before the caller discards the file they write to.
+            self.cancel.cancel()
+            for thread in threads:
+                thread.join(timeout=5)
+            raise
         if timed_out and errors:
             # The workers only saw the cancellation; the reason is the deadline, not a signal.
             raise DownloadTimeout(f"{self.url}: download did not finish within the timeout")

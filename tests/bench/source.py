@@ -1,0 +1,249 @@
+"""Benchmark: `dfget --pattern source` against curl, both fetching one file from nginx on loopback.
+
+Run from the repository root:
+
+    python tests/bench/source.py              # 1 GiB, 5 runs each
+    python tests/bench/source.py --size-mib 256 --runs 3
+
+Each run starts from a comparable page-cache state: the previous output is removed and `sync`
+flushes dirty pages before the timed command. Wall time and peak RSS come from
+`/usr/bin/time -f "%e %M"` (Debian package `time`). nginx (Debian `nginx-light` or `nginx`) serves
+with `sendfile on`; without it the test origin (tests/origin.py) stands in, which is slower and
+makes the comparison less meaningful. Prints a markdown table of medians.
+
+Not a pytest module: nothing here is named test_*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.helpers import free_port, wait_port  # noqa: E402
+
+NGINX = "/usr/sbin/nginx"
+TIME = "/usr/bin/time"
+DFGET = [sys.executable, "-m", "dfget"]
+MiB = 1024 * 1024
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000;
+    default_type application/octet-stream;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {docroot};
+    }}
+}}
+"""
+
+
+@dataclass
+class Sample:
+    wall: float  # seconds
+    rss_kib: int
+
+
+def make_random_file(path: Path, size: int) -> None:
+    """Incompressible bytes, written in 16 MiB blocks."""
+    block = 16 * MiB
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            count = min(block, left)
+            fh.write(os.urandom(count))
+            left -= count
+
+
+@contextmanager
+def serve_with_nginx(root: Path, docroot: Path) -> Iterator[str]:
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, port=port, docroot=docroot))
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(root), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        try:
+            wait_port(port, timeout=10)
+        except TimeoutError:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+            raise RuntimeError(f"nginx did not start: {err.decode(errors='replace')}") from None
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@contextmanager
+def serve_with_origin(root: Path, data: Path) -> Iterator[str]:
+    from tests.origin import Origin
+
+    origin = Origin(root / "origin").start()
+    try:
+        origin.add("/" + data.name, data)
+        yield origin.base
+    finally:
+        origin.stop()
+
+
+def timed(command: Sequence[str], scratch: Path) -> Sample:
+    """Run ``command`` under /usr/bin/time; its output goes nowhere, its failure aborts."""
+    report = scratch / "time.out"
+    result = subprocess.run(
+        [TIME, "-f", "%e %M", "-o", str(report), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        timeout=3600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-2000:]}"
+        )
+    wall, rss = report.read_text().split()[-2:]
+    return Sample(float(wall), int(rss))
+
+
+def fresh(output: Path) -> None:
+    """Comparable starting point: no previous output, no dirty pages waiting for writeback."""
+    output.unlink(missing_ok=True)
+    subprocess.run(["sync"], check=True)
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
+    if not Path(TIME).exists():
+        raise SystemExit(f"{TIME} is missing: apt-get install time")
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is missing: apt-get install curl")
+    root = Path(tempfile.mkdtemp(prefix="dfget-bench-", dir=workdir))
+    try:
+        root.chmod(0o755)  # nginx workers run as an unprivileged user
+        docroot = root / "www"
+        docroot.mkdir(mode=0o755)
+        data = docroot / "blob.bin"
+        size = size_mib * MiB
+        print(f"creating {size_mib} MiB of random data in {data} ...", file=sys.stderr)
+        make_random_file(data, size)
+        data.chmod(0o644)
+        use_nginx = Path(NGINX).exists()
+        server = serve_with_nginx(root, docroot) if use_nginx else serve_with_origin(root, data)
+        with server as base:
+            url = f"{base}/{data.name}"
+            out = root / "out.bin"
+            home = root / "home"
+            commands = {
+                "dfget": [
+                    *DFGET,
+                    *("--pattern", "source", "-q", "--home", str(home)),
+                    *("-u", url, "-o", str(out)),
+                ],
+                "curl": ["curl", "-s", "-f", "-o", str(out), url],
+            }
+            samples: dict[str, list[Sample]] = {name: [] for name in commands}
+            for run in range(runs):
+                for name, command in commands.items():
+                    fresh(out)
+                    sample = timed(command, root)
+                    samples[name].append(sample)
+                    print(
+                        f"run {run + 1}/{runs} {name}: {sample.wall:.2f} s, "
+                        f"{sample.rss_kib / 1024:.1f} MiB RSS",
+                        file=sys.stderr,
+                    )
+                    if run == 0 and not same_bytes(data, out):
+                        raise SystemExit(f"{name} wrote different bytes than the source")
+            fresh(out)
+            version = [timed([*DFGET, "--version"], root).wall for _ in range(10)]
+        return report(size_mib, runs, use_nginx, samples, version)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report(
+    size_mib: int,
+    runs: int,
+    nginx: bool,
+    samples: dict[str, list[Sample]],
+    version: list[float],
+) -> str:
+    server = "nginx (sendfile on)" if nginx else "tests/origin.py (nginx not found)"
+    lines = [
+        f"{size_mib} MiB from {server} on 127.0.0.1, median of {runs} runs each",
+        "",
+        "| tool | wall (s) | MiB/s | peak RSS (MiB) |",
+        "|---|---:|---:|---:|",
+    ]
+    walls = {}
+    for name, values in samples.items():
+        wall = median([s.wall for s in values])
+        rss = median([s.rss_kib for s in values]) / 1024
+        walls[name] = wall
+        rate = size_mib / wall if wall else float("inf")
+        lines.append(f"| {name} | {wall:.2f} | {rate:.0f} | {rss:.1f} |")
+    ratio = walls["dfget"] / walls["curl"] if walls["curl"] else float("inf")
+    lines += [
+        "",
+        f"dfget/curl wall ratio: {ratio:.2f}",
+        f"dfget peak RSS (max of runs): {max(s.rss_kib for s in samples['dfget']) / 1024:.1f} MiB",
+        f"`dfget --version` median wall over {len(version)} runs: {median(version):.3f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="file size (default 1024)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per tool (default 5)")
+    parser.add_argument("--dir", type=Path, help="where to put the data (default: $TMPDIR)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    print(run_benchmark(args.size_mib, args.runs, args.dir))
+    print(f"(benchmark took {time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
