@@ -13,6 +13,7 @@ Content-Length, chunked and read-until-close bodies, HTTP proxies from the envir
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -308,10 +309,8 @@ class Connection:
             self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class Pool:
