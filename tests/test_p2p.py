@@ -87,6 +87,7 @@ def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers:
     node = supernode()
     first = peers.run("p1", url, node.node)
     assert peers.output("p1") == data
+    assert first["serving"], "peer 1 is not serving: its peer server did not start"
     assert by_kind(first)["cdn"] == SIZE and by_kind(first)["source"] == 0
     served = origin.stats.bytes_by_path["/blob.bin"]
     assert SIZE <= served <= SIZE * 1.05  # the supernode fetched it once (plus its probe)
@@ -108,6 +109,7 @@ def test_source_pattern_second_peer_takes_nothing_from_origin(
     node = supernode(cdn_pattern="source", shared_port=True)
     first = peers.run("p1", url, node.node)
     assert peers.output("p1") == data
+    assert first["serving"], "peer 1 is not serving: its peer server did not start"
     assert by_kind(first)["source"] == SIZE
     piece_bytes = sum(
         1 for r in origin.stats.requests if r.headers.get("Cdnsource") or r.headers.get("cdnSource")

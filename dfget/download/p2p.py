@@ -67,6 +67,7 @@ REASON_NO_SUPERNODE = 8
 
 STALL_SECONDS = 30.0
 MAX_PIECE_FAILURES = 5
+RATE_REFRESH_SECONDS = 3.0
 MAX_IN_FLIGHT = 8
 CONNECT_TIMEOUT = 1.0
 
@@ -171,6 +172,9 @@ class P2PDownload:
         )
         self._reporter = threading.Thread(target=self._report_successes, daemon=True)
         self._reporter.start()
+        self._closing = threading.Event()
+        if server_port:
+            threading.Thread(target=self._refresh_rate, daemon=True, name="rate").start()
         self.client: SupernodeClient | None = None
 
     # -- registration ---------------------------------------------------------------------
@@ -527,7 +531,23 @@ class P2PDownload:
         except SupernodeError as exc:
             log.info("metrics report failed: %s", exc)
 
+    def _refresh_rate(self) -> None:
+        """Ask our peer server for this download's share every 3 s, as v1 does.
+
+        The call also keeps the server alive (it exits after --alivetime without such
+        activity), and with --totallimit the granted share becomes our download limit.
+        """
+        from dfget.uploader import client
+
+        host = client.loopback_for(self.identity.ip)
+        requested = self.settings.locallimit
+        while not self._closing.wait(RATE_REFRESH_SECONDS):
+            granted = client.rate(host, self.server_port, self.identity.task_file_name, requested)
+            if requested and 0 < granted <= requested:
+                self.bucket.set_rate(granted)
+
     def close(self) -> None:
+        self._closing.set()
         self._success_reports.put(None)
         self._reporter.join(timeout=3)
         self.http.close()

@@ -16,7 +16,6 @@ import argparse
 import itertools
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,65 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # run as a script: make `tests` importable
+    sys.path.insert(0, str(ROOT))
 
 from dfget.uploader import client  # noqa: E402
+from tests.bench.common import DFGET, NGINX, MiB, make_random_file, nginx  # noqa: E402
+from tests.helpers import stop_process  # noqa: E402
 
-MiB = 1024 * 1024
 PIECE = 4 * MiB
-NGINX = "/usr/sbin/nginx"
 ROUND_TIMEOUT = 120.0
-NGINX_CONF = """
-daemon off;
-worker_processes auto;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
 
 RequestFor = Callable[[int], bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def write_random(path: Path, size: int) -> None:
-    with open(path, "wb") as fh:
-        for offset in range(0, size, 16 * MiB):
-            fh.write(os.urandom(min(16 * MiB, size - offset)))
-    with open(path, "rb") as fh:  # into the page cache: measure serving, not the disk
-        while fh.read(16 * MiB):
-            pass
 
 
 def read_pieces(
@@ -130,8 +81,12 @@ def read_pieces(
     return sum(totals), elapsed
 
 
-def _read_response(sock: socket.socket, view: memoryview) -> int:
-    """Read one response into ``view`` (head first, then the body); returns body bytes."""
+def _read_head(sock: socket.socket, view: memoryview) -> tuple[int, int, int]:
+    """Receive a 206 response head into ``view``.
+
+    Returns (Content-Length, start, filled): ``view[start:filled]`` is the part of the body that
+    came with the head.
+    """
     filled = 0
     while True:
         count = sock.recv_into(view[filled:], 65536)
@@ -149,7 +104,13 @@ def _read_response(sock: socket.socket, view: memoryview) -> int:
         for line in head.split("\r\n")
         if line.lower().startswith("content-length:")
     )
-    body = filled - end - 4
+    return length, end + 4, filled
+
+
+def _read_response(sock: socket.socket, view: memoryview) -> int:
+    """Read one response into ``view`` (head first, then the body); returns body bytes."""
+    length, start, filled = _read_head(sock, view)
+    body = filled - start
     while body < length:
         count = sock.recv_into(view, min(len(view), length - body))
         if not count:
@@ -160,60 +121,47 @@ def _read_response(sock: socket.socket, view: memoryview) -> int:
 
 def fetch_one(port: int, request: bytes) -> bytes:
     """One whole response body, to check that both servers send the right bytes."""
+    view = memoryview(bytearray(PIECE + 64 * 1024))
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        length, start, filled = _read_head(sock, view)
+        body = bytearray(view[start:filled])
         while len(body) < length:
             chunk = sock.recv(length - len(body))
             if not chunk:
                 break
             body += chunk
-    return body
+    return bytes(body)
+
+
+def range_requests(port: int, path: str, span: int, extra: RequestFor | None = None) -> RequestFor:
+    """Requests for consecutive ``span``-byte ranges of ``path``; ``extra`` adds header lines."""
+
+    def request(index: int) -> bytes:
+        start = index * span
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+            + (extra(index) if extra else b"")
+            + f"Range: bytes={start}-{start + span - 1}\r\n\r\n".encode()
+        )
+
+    return request
 
 
 def dfget_request(port: int, name: str) -> RequestFor:
-    def request(index: int) -> bytes:
-        start = index * PIECE
-        return (
-            f"GET /peer/file/{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"User-Agent: dfget/1.0.6\r\nPiecenum: {index}\r\nPiecesize: {PIECE}\r\n"
-            f"Range: bytes={start}-{start + PIECE - 1}\r\n\r\n"
-        ).encode()
+    def headers(index: int) -> bytes:
+        return f"User-Agent: dfget/1.0.6\r\nPiecenum: {index}\r\nPiecesize: {PIECE}\r\n".encode()
 
-    return request
+    return range_requests(port, f"/peer/file/{name}", PIECE, headers)
 
 
 def nginx_request(port: int, path: str) -> RequestFor:
-    capacity = PIECE - 5  # the same raw bytes a wrapped piece carries
-
-    def request(index: int) -> bytes:
-        start = index * capacity
-        return (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Range: bytes={start}-{start + capacity - 1}\r\n\r\n"
-        ).encode()
-
-    return request
+    return range_requests(port, path, PIECE - 5)  # the same raw bytes a wrapped piece carries
 
 
 def start_dfget_server(home: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dfget",
-            "server",
-            "--ip",
-            "127.0.0.1",
-            "--home",
-            str(home),
-            "--alivetime",
-            "0",
-        ],
+        [*DFGET, "server", "--ip", "127.0.0.1", "--home", str(home), "--alivetime", "0"],
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
@@ -223,27 +171,6 @@ def start_dfget_server(home: Path) -> tuple[subprocess.Popen[bytes], int]:
         proc.kill()
         raise RuntimeError(f"dfget server did not start: {line!r}")
     return proc, int(line.split()[-1])
-
-
-def start_nginx(tmp: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)]
-    )
-    wait_port(port)
-    return proc, port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def main() -> int:
@@ -263,56 +190,63 @@ def main() -> int:
         print(f"{NGINX} is not installed", file=sys.stderr)
         return 2
     size = args.size_mib * MiB
-    pieces = -(-size // (PIECE - 5))
     tmp = Path(tempfile.mkdtemp(prefix="dfget-bench-"))
     tmp.chmod(0o755)  # nginx workers run as an unprivileged user
-    procs: list[subprocess.Popen[bytes]] = []
+    dfget_proc: subprocess.Popen[bytes] | None = None
     try:
         home, www = tmp / "home", tmp / "www"
         (home / "data").mkdir(parents=True)
         www.mkdir()
         service = home / "data" / "bench.service"
         print(f"writing {args.size_mib} MiB of random data ...", flush=True)
-        write_random(service, size)
+        make_random_file(service, size, cache=True)
         os.link(service, www / "bench.bin")
         dfget_proc, dfget_port = start_dfget_server(home)
-        procs.append(dfget_proc)
         if not client.check("127.0.0.1", dfget_port, "bench", home / "data", 0):
             raise RuntimeError("dfget server did not register the task")
-        nginx_proc, nginx_port = start_nginx(tmp, www)
-        procs.append(nginx_proc)
-        contenders = {
-            "dfget server": (dfget_port, dfget_request(dfget_port, "bench")),
-            "nginx": (nginx_port, nginx_request(nginx_port, "/bench.bin")),
-        }
-        with open(service, "rb") as fh:
-            raw = os.pread(fh.fileno(), PIECE - 5, PIECE - 5)
-        framed = (len(raw) | PIECE << 4).to_bytes(4, "big") + raw + b"\x7f"
-        expected = {"dfget server": framed, "nginx": raw}
-        for name, (port, request_for) in contenders.items():
-            if fetch_one(port, request_for(1)) != expected[name]:
-                raise RuntimeError(f"{name} sent wrong bytes for piece 1")
-        best = dict.fromkeys(contenders, 0.0)
-        for round_num in range(args.rounds):
-            for name, (port, request_for) in contenders.items():
-                nbytes, seconds = read_pieces(port, request_for, pieces, args.passes, args.readers)
-                rate = nbytes / seconds / MiB
-                best[name] = max(best[name], rate)
-                print(
-                    f"round {round_num + 1} {name:>12}: {nbytes / MiB:6.0f} MiB"
-                    f" in {seconds:6.2f} s = {rate:6.0f} MiB/s"
-                )
-        ratio = best["dfget server"] / best["nginx"]
-        verdict = "meets" if ratio >= 0.7 else "below"
-        print(
-            f"best: dfget server {best['dfget server']:.0f} MiB/s, nginx {best['nginx']:.0f} MiB/s,"
-            f" ratio {ratio:.2f} ({verdict} the 0.7 bar)"
-        )
-        return 0 if ratio >= 0.7 else 1
+        with nginx(tmp, www, workers="auto") as nginx_port:
+            contenders = {
+                "dfget server": (dfget_port, dfget_request(dfget_port, "bench")),
+                "nginx": (nginx_port, nginx_request(nginx_port, "/bench.bin")),
+            }
+            return compare(contenders, service, -(-size // (PIECE - 5)), args)
     finally:
-        for proc in procs:
-            stop(proc)
+        if dfget_proc is not None:
+            stop_process(dfget_proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare(
+    contenders: dict[str, tuple[int, RequestFor]],
+    service: Path,
+    pieces: int,
+    args: argparse.Namespace,
+) -> int:
+    """Check piece 1 from both servers, then alternate rounds; 0 when dfget meets the bar."""
+    with open(service, "rb") as fh:
+        raw = os.pread(fh.fileno(), PIECE - 5, PIECE - 5)
+    framed = (len(raw) | PIECE << 4).to_bytes(4, "big") + raw + b"\x7f"
+    expected = {"dfget server": framed, "nginx": raw}
+    for name, (port, request_for) in contenders.items():
+        if fetch_one(port, request_for(1)) != expected[name]:
+            raise RuntimeError(f"{name} sent wrong bytes for piece 1")
+    best = dict.fromkeys(contenders, 0.0)
+    for round_num in range(args.rounds):
+        for name, (port, request_for) in contenders.items():
+            nbytes, seconds = read_pieces(port, request_for, pieces, args.passes, args.readers)
+            rate = nbytes / seconds / MiB
+            best[name] = max(best[name], rate)
+            print(
+                f"round {round_num + 1} {name:>12}: {nbytes / MiB:6.0f} MiB"
+                f" in {seconds:6.2f} s = {rate:6.0f} MiB/s"
+            )
+    ratio = best["dfget server"] / best["nginx"]
+    verdict = "meets" if ratio >= 0.7 else "below"
+    print(
+        f"best: dfget server {best['dfget server']:.0f} MiB/s, nginx {best['nginx']:.0f} MiB/s,"
+        f" ratio {ratio:.2f} ({verdict} the 0.7 bar)"
+    )
+    return 0 if ratio >= 0.7 else 1
 
 
 if __name__ == "__main__":

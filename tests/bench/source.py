@@ -17,97 +17,37 @@ Not a pytest module: nothing here is named test_*.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
+if str(REPO) not in sys.path:  # run as a script: make `tests` importable
     sys.path.insert(0, str(REPO))
 
-from tests.helpers import free_port, wait_port  # noqa: E402
-
-NGINX = "/usr/sbin/nginx"
-TIME = "/usr/bin/time"
-DFGET = [sys.executable, "-m", "dfget"]
-MiB = 1024 * 1024
-
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 10000;
-    default_type application/octet-stream;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {docroot};
-    }}
-}}
-"""
-
-
-@dataclass
-class Sample:
-    wall: float  # seconds
-    rss_kib: int
-
-
-def make_random_file(path: Path, size: int) -> None:
-    """Incompressible bytes, written in 16 MiB blocks."""
-    block = 16 * MiB
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            count = min(block, left)
-            fh.write(os.urandom(count))
-            left -= count
+from tests.bench.common import (  # noqa: E402
+    DFGET,
+    NGINX,
+    TIME,
+    MiB,
+    Sample,
+    fresh,
+    make_random_file,
+    median,
+    nginx,
+    same_bytes,
+    timed,
+)
 
 
 @contextmanager
 def serve_with_nginx(root: Path, docroot: Path) -> Iterator[str]:
-    port = free_port()
-    conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=root, port=port, docroot=docroot))
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(root), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        try:
-            wait_port(port, timeout=10)
-        except TimeoutError:
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
-            raise RuntimeError(f"nginx did not start: {err.decode(errors='replace')}") from None
+    with nginx(root, docroot) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # SIGTERM: nginx's fast shutdown
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @contextmanager
@@ -120,38 +60,6 @@ def serve_with_origin(root: Path, data: Path) -> Iterator[str]:
         yield origin.base
     finally:
         origin.stop()
-
-
-def timed(command: Sequence[str], scratch: Path) -> Sample:
-    """Run ``command`` under /usr/bin/time; its output goes nowhere, its failure aborts."""
-    report = scratch / "time.out"
-    result = subprocess.run(
-        [TIME, "-f", "%e %M", "-o", str(report), *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        timeout=3600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-2000:]}"
-        )
-    wall, rss = report.read_text().split()[-2:]
-    return Sample(float(wall), int(rss))
-
-
-def fresh(output: Path) -> None:
-    """Comparable starting point: no previous output, no dirty pages waiting for writeback."""
-    output.unlink(missing_ok=True)
-    subprocess.run(["sync"], check=True)
-
-
-def same_bytes(a: Path, b: Path) -> bool:
-    return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
 
 
 def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
