@@ -234,3 +234,51 @@ def test_go_style_dfdaemon_invocation(
         pid_file = home / "meta" / "server.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_supernode_killed_mid_download_migrates_keeping_pieces(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    from dfget.config import parse_nodes
+    from dfget.download.p2p import task_key
+    from dfget.supernode_client import node_order
+
+    size = 24 * 1024 * 1024
+    data = random_bytes(size, seed=18)
+    url = origin.add("/m.bin", data)
+    first, second = supernode(), supernode()
+    nodes = f"{first.node},{second.node}"
+    preferred = node_order(list(parse_nodes(nodes)), task_key(url, ()))[0]
+    doomed = first if preferred.address == first.node else second
+    proc = start_dfget(peers.args("p1", url, nodes, "--locallimit", "8M"))
+    try:
+        time.sleep(1.5)
+        doomed.proc.kill()
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == ExitCode.OK, stderr.decode()[-2000:]
+    assert peers.output("p1") == data
+    result = json.loads(stdout)
+    assert by_kind(result)["cdn"] == size  # every byte once, from one CDN or the other
+    assert by_kind(result)["source"] == 0
+    log = (peers.root / "p1" / "logs" / "dfclient.log").read_text()
+    assert f"supernode {doomed.node}" in log and "migrating" in log
+
+
+def test_compressible_pieces_travel_zstd_between_our_peers(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    data = (b"dragonfly layer " * (SIZE // 16 + 1))[:SIZE]
+    url = origin.add("/z.bin", data)
+    node = supernode()
+    peers.run("p1", url, node.node)
+    trace = peers.root / "p2.trace"
+    second = peers.run("p2", url, node.node, "--trace", str(trace))
+    assert peers.output("p2") == data
+    assert by_kind(second)["peer"] == SIZE
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    pieces = [e for e in events if e["event"] == "piece" and e["ok"]]
+    assert len(pieces) == 3
+    assert all(e["wire_bytes"] < e["bytes"] / 10 for e in pieces)  # zstd on the wire

@@ -185,3 +185,18 @@ def test_failing_piece_falls_back_to_source_for_that_range_only(
     assert origin.stats.body_bytes == capacity  # exactly piece 1, nothing else
     ranges = [r.range for r in origin.stats.requests]
     assert ranges == [f"bytes={capacity}-{2 * capacity - 1}"]
+
+
+def test_timeout_bounds_a_p2p_download_that_never_gets_pieces(
+    origin: Origin, scripted: ScriptedSupernode, tmp_path: Path
+) -> None:
+    scripted.waits_before_pieces = 10**9  # 602 forever
+    out = tmp_path / "out" / "a.bin"
+    result = run_dfget(
+        ["-u", scripted.url, "-o", str(out), "--node", scripted.address,
+         "--home", str(tmp_path / "h"), "--ip", "127.0.0.1", "--pattern", "cdn", "--timeout", "2s"],
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == ExitCode.TIMEOUT, result.stderr.decode()
+    assert b"timeout" in result.stderr
+    assert not out.exists() and not origin.stats.requests

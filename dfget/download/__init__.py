@@ -32,6 +32,7 @@ from dfget.download.source import SourceFetcher, parse_header_option
 from dfget.download.target import Target, work_path_beside
 from dfget.errors import (
     DfgetError,
+    DownloadTimeout,
     Interrupted,
     LocalIOError,
     P2PFailedError,
@@ -255,6 +256,9 @@ def _via_p2p(
     try:
         length = p2p.run(started)
     except P2PFallback as fallback:
+        if p2p.cancel.expired():
+            # --timeout bounds the whole download: no time is left for the source.
+            raise DownloadTimeout(f"download did not finish within the timeout ({fallback})")
         _give_up_p2p(settings, reporter, outcome, fallback.reason, str(fallback))
         return None
     return length

@@ -422,6 +422,7 @@ class P2PDownload:
                 task.cid,
                 piece=task.piece_num,
                 range=task.range,
+                wire_bytes=result.wire_bytes,
             )
             if task.md5:
                 self.state.md5_verified_pieces += 1

@@ -68,6 +68,7 @@ class PieceResult:
     error: str = ""
     error_type: str = ""  # for /peer/piece/error
     real_md5: str = ""
+    wire_bytes: int = 0  # body bytes received (smaller than nbytes when zstd-compressed)
     start: int = 0  # raw [start, end) written
     end: int = 0
 
@@ -179,6 +180,7 @@ class PieceFetcher:
                 if received > limit:
                     raise FramingError(f"piece body longer than {limit} bytes")
             response.release()
+            result.wire_bytes = received
             body = view[:received]
             if response.header("content-encoding").lower() == "zstd":
                 body = _decompress_zstd(body, len(buffer))

@@ -24,7 +24,9 @@ from dfget.uploader import client, meta
 
 log = logging.getLogger("dfget.uploader.spawn")
 
-START_TIMEOUT = 15.0  # for the new server's announcement line (a loaded host is slow to start Python)
+START_TIMEOUT = (
+    15.0  # for the new server's announcement line (a loaded host is slow to start Python)
+)
 LOCK_TIMEOUT = START_TIMEOUT + 5.0  # another dfget may be starting one right now
 MAX_LINE = 256
 

@@ -17,9 +17,7 @@ Not a pytest module: nothing here is named test_*.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,13 +30,15 @@ if str(REPO) not in sys.path:  # run as a script: make `tests` importable
 from tests.bench.common import (  # noqa: E402
     DFGET,
     NGINX,
-    TIME,
-    MiB,
     Sample,
     fresh,
-    make_random_file,
+    log_run,
     median,
+    median_table,
     nginx,
+    random_docroot,
+    ratio,
+    require_tools,
     same_bytes,
     timed,
 )
@@ -63,22 +63,10 @@ def serve_with_origin(root: Path, data: Path) -> Iterator[str]:
 
 
 def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
-    if not Path(TIME).exists():
-        raise SystemExit(f"{TIME} is missing: apt-get install time")
-    if shutil.which("curl") is None:
-        raise SystemExit("curl is missing: apt-get install curl")
-    root = Path(tempfile.mkdtemp(prefix="dfget-bench-", dir=workdir))
-    try:
-        root.chmod(0o755)  # nginx workers run as an unprivileged user
-        docroot = root / "www"
-        docroot.mkdir(mode=0o755)
-        data = docroot / "blob.bin"
-        size = size_mib * MiB
-        print(f"creating {size_mib} MiB of random data in {data} ...", file=sys.stderr)
-        make_random_file(data, size)
-        data.chmod(0o644)
+    require_tools()
+    with random_docroot(size_mib, workdir) as (root, data):
         use_nginx = Path(NGINX).exists()
-        server = serve_with_nginx(root, docroot) if use_nginx else serve_with_origin(root, data)
+        server = serve_with_nginx(root, data.parent) if use_nginx else serve_with_origin(root, data)
         with server as base:
             url = f"{base}/{data.name}"
             out = root / "out.bin"
@@ -97,18 +85,12 @@ def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
                     fresh(out)
                     sample = timed(command, root)
                     samples[name].append(sample)
-                    print(
-                        f"run {run + 1}/{runs} {name}: {sample.wall:.2f} s, "
-                        f"{sample.rss_kib / 1024:.1f} MiB RSS",
-                        file=sys.stderr,
-                    )
+                    log_run(run, runs, name, sample)
                     if run == 0 and not same_bytes(data, out):
                         raise SystemExit(f"{name} wrote different bytes than the source")
             fresh(out)
             version = [timed([*DFGET, "--version"], root).wall for _ in range(10)]
         return report(size_mib, runs, use_nginx, samples, version)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def report(
@@ -119,23 +101,13 @@ def report(
     version: list[float],
 ) -> str:
     server = "nginx (sendfile on)" if nginx else "tests/origin.py (nginx not found)"
+    table, walls = median_table(size_mib, samples)
     lines = [
         f"{size_mib} MiB from {server} on 127.0.0.1, median of {runs} runs each",
         "",
-        "| tool | wall (s) | MiB/s | peak RSS (MiB) |",
-        "|---|---:|---:|---:|",
-    ]
-    walls = {}
-    for name, values in samples.items():
-        wall = median([s.wall for s in values])
-        rss = median([s.rss_kib for s in values]) / 1024
-        walls[name] = wall
-        rate = size_mib / wall if wall else float("inf")
-        lines.append(f"| {name} | {wall:.2f} | {rate:.0f} | {rss:.1f} |")
-    ratio = walls["dfget"] / walls["curl"] if walls["curl"] else float("inf")
-    lines += [
+        *table,
         "",
-        f"dfget/curl wall ratio: {ratio:.2f}",
+        f"dfget/curl wall ratio: {ratio(walls, 'dfget'):.2f}",
         f"dfget peak RSS (max of runs): {max(s.rss_kib for s in samples['dfget']) / 1024:.1f} MiB",
         f"`dfget --version` median wall over {len(version)} runs: {median(version):.3f} s",
     ]
