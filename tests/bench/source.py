@@ -16,9 +16,7 @@ Not a pytest module: nothing here is named test_*.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,11 +29,13 @@ from tests.bench.common import (  # noqa: E402
     DFGET,
     NGINX,
     Sample,
+    arguments,
     fresh,
     log_run,
     median,
     median_table,
     nginx,
+    print_report,
     random_docroot,
     ratio,
     require_tools,
@@ -115,14 +115,8 @@ def report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--size-mib", type=int, default=1024, help="file size (default 1024)")
-    parser.add_argument("--runs", type=int, default=5, help="runs per tool (default 5)")
-    parser.add_argument("--dir", type=Path, help="where to put the data (default: $TMPDIR)")
-    args = parser.parse_args(argv)
-    started = time.monotonic()
-    print(run_benchmark(args.size_mib, args.runs, args.dir))
-    print(f"(benchmark took {time.monotonic() - started:.0f} s)", file=sys.stderr)
+    args = arguments(__doc__).parse_args(argv)
+    print_report(lambda: run_benchmark(args.size_mib, args.runs, args.dir))
 
 
 if __name__ == "__main__":
