@@ -35,9 +35,12 @@ class DurationType(click.ParamType):
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if seconds < 0:
+            self.fail(f"duration {value!r} must not be negative", param, ctx)
+        return seconds
 
 
 RATE = RateType()
@@ -60,6 +63,7 @@ SECTIONS = {
     ],
     "P2P": ["pattern", "nodes", "notbs", "dfdaemon", "callsystem", "config"],
     "Limits": ["locallimit", "minrate", "totallimit", "timeout", "clientqueue"],
+    "Resume": ["resume", "partial_max_age", "partial_budget"],
     "Output": ["showbar", "quiet", "as_json", "trace", "console", "verbose"],
     "Peer server": ["home", "ip", "port", "expiretime", "alivetime"],
 }
@@ -75,6 +79,10 @@ Examples:
   dfget -u http://origin/file.bin -o - --pattern source | tar x
 
 \b
+Units: RATE is bytes per second, plain (1048576) or with B, K/KB, M/MB or G/GB (powers of 1024,
+case-insensitive: 20M, 100MB, 64k). DURATION is Go syntax (300ms, 30s, 3m0s, 1h30m) or seconds.
+
+\b
 Environment: DFGET_<OPTION> sets an option (e.g. DFGET_NODE, DFGET_LOCALLIMIT); DFGET_HEADER_<NAME>
 adds a header (DFGET_HEADER_AUTHORIZATION); DFGET_CONFIG names the configuration file.
 Precedence: flags > environment > configuration file > defaults.
@@ -87,6 +95,13 @@ Exit codes:
 
 class SectionedGroup(click.Group):
     """A group whose own options are listed in sections (Source, P2P, Limits, ...)."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        # DFGET_HELP in dfdaemon's environment must not turn every download into "exit 0".
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.allow_from_autoenv = False
+        return option
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
@@ -134,6 +149,7 @@ class SectionedGroup(click.Group):
     "--header",
     "headers",
     multiple=True,
+    allow_from_autoenv=False,  # the environment has DFGET_HEADER_<NAME> instead
     help="Request header 'Name: value' (or 'Name:value') for the source; repeatable.",
 )
 @click.option(
@@ -151,6 +167,7 @@ class SectionedGroup(click.Group):
     "-f",
     "--filter",
     "filters",
+    envvar="DFGET_FILTER",
     help="'&'-separated query parameter names left out of the task URL (e.g. signed-URL tokens).",
 )
 @click.option(
@@ -174,6 +191,7 @@ class SectionedGroup(click.Group):
     "--node",
     "nodes",
     multiple=True,
+    envvar="DFGET_NODE",
     help="Supernodes 'host[:port][=weight],...' (last occurrence wins). Default: the "
     "configuration file, else 127.0.0.1:8002.",
 )
@@ -192,7 +210,9 @@ class SectionedGroup(click.Group):
     "--locallimit",
     type=RATE,
     default="0",
-    help="Rate limit of this download in bytes/s (20M, 64KB, ...); 0: unlimited (v1: 20MB).",
+    show_default=True,
+    help="Rate limit of this download in bytes/s (20M, 64KB, ...); 0: unlimited (v1 silently "
+    "capped at 20MB).",
 )
 @click.option(
     "--minrate",
@@ -205,6 +225,7 @@ class SectionedGroup(click.Group):
     "--totallimit",
     type=RATE,
     default="0",
+    show_default=True,
     help="Host-wide upload limit applied by the peer server in bytes/s; 0: unlimited.",
 )
 @click.option(
@@ -212,7 +233,29 @@ class SectionedGroup(click.Group):
     "--timeout",
     type=DURATION,
     default="0",
+    show_default=True,
     help="Limit for the whole download (Go duration: 30s, 5m); 0: length/minrate + 10s.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Keep an interrupted download's verified bytes in <home>/partial and reuse them when "
+    "the same download runs again; --no-resume starts clean and keeps nothing.",
+)
+@click.option(
+    "--partial-max-age",
+    type=DURATION,
+    default="168h",
+    show_default=True,
+    help="Partial downloads older than this are deleted.",
+)
+@click.option(
+    "--partial-budget",
+    type=RATE,
+    default="20GB",
+    show_default=True,
+    help="Disk space partial downloads may use; the oldest go first beyond it.",
 )
 @click.option(
     "--clientqueue",
@@ -226,7 +269,11 @@ class SectionedGroup(click.Group):
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON result object instead of text."
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="DFGET_JSON",
+    help="Print one JSON result object instead of text.",
 )
 @click.option(
     "--trace",
@@ -249,6 +296,7 @@ class SectionedGroup(click.Group):
     "--port",
     type=click.IntRange(0, 65535),
     default=0,
+    show_default=True,
     help="Peer server port; 0 picks one in 15000-65000.",
 )
 @click.option(
@@ -266,7 +314,11 @@ class SectionedGroup(click.Group):
     help="The peer server exits after this long without uploads.",
 )
 @click.version_option(
-    __version__, "-v", "--version", message=f"dfget %(version)s (Dragonfly {PROTOCOL_VERSION})"
+    __version__,
+    "-v",
+    "--version",
+    message=f"dfget %(version)s (Dragonfly {PROTOCOL_VERSION})",
+    allow_from_autoenv=False,  # a DFGET_VERSION variable must not hijack downloads
 )
 @click.pass_context
 def cli(ctx: click.Context, **values: object) -> None:
@@ -396,14 +448,16 @@ def server(**values: object) -> None:
     type=click.IntRange(1, 1000),
     default=4,
     show_default=True,
-    help="Concurrent pieces per task that the supernode itself serves (CDN, or origin in the source pattern).",
+    help="Concurrent pieces per task that the supernode itself serves (CDN, or origin in the "
+    "source pattern).",
 )
 @click.option(
     "--fetch-wait",
     type=DURATION,
     default="15s",
     show_default=True,
-    help="How long clients wait for a piece another client is fetching from the CDN or origin before fetching it too.",
+    help="How long clients wait for a piece another client is fetching from the CDN or origin "
+    "before fetching it too.",
 )
 @click.option(
     "--task-gc-interval",
@@ -447,9 +501,13 @@ def supernode(**values: object) -> None:
 )
 def trace(file: Path, slowest: int) -> None:
     """Summarize a --trace FILE: bytes per holder, failures, why the source was used."""
-    from dfget.download.trace import read_events, summarize
+    from dfget.download.trace import TraceError, read_events, summarize
 
-    click.echo(summarize(read_events(file), slowest))
+    try:
+        events = read_events(file)
+    except TraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(summarize(events, slowest))
 
 
 @cli.command("gen-doc", hidden=True)

@@ -103,6 +103,9 @@ class Settings:
     console: bool = False
     verbose: bool = False
     nodes_explicit: bool = False
+    resume: bool = True
+    partial_max_age: float = 7 * 24 * 3600.0
+    partial_budget: int = 20 * 1024**3
 
     @property
     def to_stdout(self) -> bool:

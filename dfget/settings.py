@@ -7,6 +7,7 @@ explicit ``0`` on the command line is honoured (``-s 0`` really means unlimited)
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from dfget.config import Settings, parse_nodes
 from dfget.configfile import ConfigError, find
 
 HEADER_ENV_PREFIX = "DFGET_HEADER_"
+# DFGET_HEADER_FILE is the --header-file option, not a header named "File".
+NOT_HEADERS = frozenset({"DFGET_HEADER_FILE"})
 
 
 class SettingsError(ValueError):
@@ -24,7 +27,11 @@ def headers_from_env(environ: Mapping[str, str]) -> list[str]:
     """``DFGET_HEADER_X_AUTH_TOKEN=v`` -> ``X-Auth-Token: v`` (sorted, so the order is stable)."""
     headers = []
     for key in sorted(environ):
-        if key.startswith(HEADER_ENV_PREFIX) and len(key) > len(HEADER_ENV_PREFIX):
+        if (
+            key.startswith(HEADER_ENV_PREFIX)
+            and len(key) > len(HEADER_ENV_PREFIX)
+            and key not in NOT_HEADERS
+        ):
             name = "-".join(p.capitalize() for p in key[len(HEADER_ENV_PREFIX) :].split("_"))
             headers.append(f"{name}: {environ[key]}")
     return headers
@@ -41,6 +48,19 @@ def headers_from_file(path: Path) -> list[str]:
 
 def _split(values: Iterable[str], sep: str = ",") -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(sep) if part.strip())
+
+
+def check_cacerts(paths: Iterable[str]) -> None:
+    """Each ``--cacerts`` file must hold PEM certificates: fail now, naming the file, rather
+    than with a bare ``[Errno 2]`` in the middle of the download."""
+    for path in paths:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except FileNotFoundError:
+            raise SettingsError(f"--cacerts {path!r}: no such file") from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or exc
+            raise SettingsError(f"--cacerts {path!r}: not a PEM CA file ({reason})") from exc
 
 
 def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings:
@@ -72,9 +92,13 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
     headers += headers_from_env(os.environ)
     for header in headers:
         name, sep, _ = header.partition(":")
-        if not sep or not name.strip():
-            raise SettingsError(f"--header {header.split(':')[0]!r}: use 'Name: value'")
+        if not sep or not name.strip() or len(name.split()) != 1:
+            # Only the first word: the rest of a malformed header may well be a token.
+            first = header.split()[0][:40] if header.split() else ""
+            raise SettingsError(f"--header {first!r}...: use 'Name: value'")
     home = pick("home", config.home)
+    cacerts = _split(values["cacerts"])  # type: ignore[arg-type]
+    check_cacerts(cacerts)
     return Settings(
         url=url,
         output=Path(output) if output == "-" else Path(output).absolute(),
@@ -87,7 +111,7 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         digest=str(values["digest"] or ""),
         callsystem=str(values["callsystem"] or ""),
         filters=tuple(f for f in str(values["filters"] or "").split("&") if f),
-        cacerts=_split(values["cacerts"]),  # type: ignore[arg-type]
+        cacerts=cacerts,
         insecure=bool(values["insecure"]),
         notbs=bool(values["notbs"]),
         dfdaemon=bool(values["dfdaemon"]),
@@ -106,6 +130,9 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         quiet=bool(values["quiet"]),
         json=bool(values["as_json"]),
         trace=Path(str(values["trace"])) if values.get("trace") else None,
+        resume=bool(values["resume"]),
+        partial_max_age=float(values["partial_max_age"]),  # type: ignore[arg-type]
+        partial_budget=int(values["partial_budget"]),  # type: ignore[call-overload]
         console=bool(values["console"]),
         verbose=bool(values["verbose"]),
     )

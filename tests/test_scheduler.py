@@ -182,13 +182,28 @@ def test_cdn_slot_is_released_on_failure_as_well_as_success() -> None:
 
 
 def test_unreported_runs_expire() -> None:
-    config = SchedulerConfig(upstream_limit=1, running_timeout=30)
+    config = SchedulerConfig(upstream_limit=1, running_timeout=30, silence_timeout=1000)
     scheduler = ready(1, config)
     scheduler.add_client("a")
     scheduler.add_client("b")
     scheduler.schedule("a", 0)
     assert scheduler.schedule("b", 29).outcome is Outcome.NO_HOLDER
     assert scheduler.schedule("b", 30).assignments == (Assignment(0, UPSTREAM),)
+    assert scheduler.running("a") == {}
+
+
+def test_a_silent_client_loses_its_runs_but_a_pulling_one_keeps_them() -> None:
+    config = SchedulerConfig(upstream_limit=1, running_timeout=1000, silence_timeout=10)
+    scheduler = ready(1, config)
+    scheduler.add_client("a")
+    scheduler.add_client("b")
+    assert scheduler.schedule("a", 0).assignments == (Assignment(0, UPSTREAM),)
+    for now in (5, 12, 19):  # "a" keeps pulling: its slot stays taken
+        scheduler.schedule("a", now)
+        assert scheduler.schedule("b", now).outcome is Outcome.NO_HOLDER
+    # "a" died after its pull at 19: ten seconds later the slot moves on.
+    assert scheduler.schedule("b", 28).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 29).assignments[0].holder == UPSTREAM
     assert scheduler.running("a") == {}
 
 

@@ -8,14 +8,17 @@ Order of business: validate, prepare the work file, try the P2P network (unless
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
 from dfget.digest import Digest, expected_digests
+from dfget.download.accounting import RESUMED
 from dfget.download.cancel import Cancel, Cancelled
 from dfget.download.output import Outcome, Reporter, validate_destination
 from dfget.download.p2p import (
@@ -28,10 +31,12 @@ from dfget.download.p2p import (
 )
 from dfget.download.progress import Progress
 from dfget.download.ratelimit import TokenBucket
+from dfget.download.resume import Journal, collect_garbage
 from dfget.download.source import SourceFetcher, parse_header_option
 from dfget.download.target import Target, work_path_beside
 from dfget.errors import (
     DfgetError,
+    DigestMismatchError,
     DownloadTimeout,
     Interrupted,
     LocalIOError,
@@ -118,20 +123,19 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
             raise LocalIOError(f"cannot create {destination.parent}: {exc.strerror}") from exc
 
     started = time.monotonic()
+    journal = _journal(settings, destination)
     peer = None if settings.pattern == "source" else _join_network(settings, reporter, outcome)
-    if peer is not None and peer.serving:
-        work_path = settings.home / "data" / f"{peer.identity.task_file_name}.service"
-    elif destination is not None:
-        work_path = work_path_beside(destination)
-    else:
-        work_path = settings.home / "tmp" / f"stdout-{time.time_ns()}"
+    work_path, resuming = _work_file(settings, destination, peer, journal)
     target = Target(
         work_path,
         destination,
         digests,
         stdout_fd=sys.stdout.fileno() if destination is None else None,
         keep_work_file=peer is not None and peer.serving,
+        journal=journal,
+        resume=resuming,
     )
+    resume = _Resume(journal, target, outcome, reporter) if journal and resuming else None
     progress = Progress(Progress.wanted(settings.showbar, settings.quiet), settings.output.name)
     deadline = started + settings.timeout if settings.timeout > 0 else None
     p2p_cancel, source_cancel = Cancel(deadline), Cancel(deadline)
@@ -167,31 +171,32 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
                 cancel=p2p_cancel,
                 pool=pool,
                 task_key=task_key(settings.url, settings.filters),
+                on_registered=lambda reg: _registered(target, resume, reg.file_length),
             )
             total = _via_p2p(settings, p2p, reporter, outcome, started)
             source_cancel.deadline = p2p_cancel.deadline
             if total is not None and p2p.state.md5 and not p2p.all_pieces_md5_verified:
                 target.add_digest(Digest("md5", p2p.state.md5))
         if total is None:
+            if resume is not None and not resume.done:
+                resume.check(*source.identity())
             total = _from_source(settings, source, source_cancel, started, _known_length(p2p))
         outcome.length = total
         outcome.digests = target.verify(total)
         target.flush_stdout_tail(total)
         target.commit(total)
+        if journal is not None:
+            journal.discard()
         if p2p is not None:
             _announce(settings, peer, p2p, outcome)
             _metrics(p2p, True, outcome)
-    except Cancelled as exc:
+    except BaseException as exc:
         p2p_cancel.cancel()
         source_cancel.cancel()
-        target.discard()
+        _keep_or_discard(target, journal, exc)
         _metrics(p2p, False, outcome)
-        raise Interrupted(signal.SIGTERM) from exc
-    except BaseException:
-        p2p_cancel.cancel()
-        source_cancel.cancel()
-        target.discard()
-        _metrics(p2p, False, outcome)
+        if isinstance(exc, Cancelled):
+            raise Interrupted(signal.SIGTERM) from exc
         raise
     finally:
         progress.close()
@@ -199,6 +204,98 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
         pool.close()
         if p2p is not None:
             p2p.close()
+
+
+def _journal(settings: Settings, destination: Path | None) -> Journal | None:
+    """The resume journal of this download (None for stdout); --no-resume forgets it."""
+    if destination is None:
+        return None
+    journal = Journal.for_download(
+        settings.home, task_key(settings.url, settings.filters), destination
+    )
+    if not settings.resume:
+        journal.discard()
+        return None
+    collect_garbage(
+        settings.home, settings.partial_max_age, settings.partial_budget, keep=journal.record_path
+    )
+    return journal
+
+
+def _work_file(
+    settings: Settings, destination: Path | None, peer: _Peer | None, journal: Journal | None
+) -> tuple[Path, bool]:
+    """Where the bytes land while downloading, and whether an earlier attempt's are there."""
+    if peer is not None and peer.serving:
+        # Served to other peers while it grows, so it must be the peer server's file.
+        path = settings.home / "data" / f"{peer.identity.task_file_name}.service"
+    elif journal is not None:
+        path = journal.partial_path
+    elif destination is not None:
+        return work_path_beside(destination), False
+    else:
+        return settings.home / "tmp" / f"stdout-{time.time_ns()}", False
+    if journal is None:
+        return path, False
+    resuming = journal.load()
+    if resuming and journal.data_path != path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(journal.data_path, path)
+        except OSError:
+            resuming = False
+    journal.data_path = path
+    return path, resuming
+
+
+class _Resume:
+    """Adopts an earlier attempt's verified bytes once the source's identity is known."""
+
+    def __init__(
+        self, journal: Journal, target: Target, outcome: Outcome, reporter: Reporter
+    ) -> None:
+        self.journal = journal
+        self.target = target
+        self.outcome = outcome
+        self.reporter = reporter
+        self.done = False
+
+    def check(self, length: int | None, etag: str = "", last_modified: str = "") -> None:
+        self.done = True
+        if not self.journal.same_source(length, etag, last_modified):
+            self.reporter.note("the source changed since the interrupted attempt: starting over")
+            self.journal.forget()
+            self.target.truncate()
+        else:
+            extents = self.journal.verified(self.target.fd)
+            resumed = self.target.restore(extents)
+            self.outcome.resumed_bytes = resumed
+            if resumed:
+                self.outcome.accounting.record(
+                    RESUMED, "earlier attempt", resumed, 0.0, pieces=len(extents)
+                )
+        self.journal.describe_source(length, etag, last_modified)
+        self.journal.flush()
+
+
+def _registered(target: Target, resume: _Resume | None, length: int) -> None:
+    known = length if length >= 0 else None
+    if resume is not None and not resume.done:
+        resume.check(known)
+    else:
+        target.describe_source(known)
+
+
+def _keep_or_discard(target: Target, journal: Journal | None, error: BaseException) -> None:
+    """After a failure: keep what was verified for a later resume, unless it is wrong."""
+    if journal is None or isinstance(error, DigestMismatchError) or not journal.extents:
+        target.discard()
+        if journal is not None:
+            journal.discard()
+        return
+    target.keep(journal.partial_path)
+    journal.data_path = journal.partial_path
+    journal.flush()
 
 
 def _nodes(settings: Settings) -> list[Node]:
@@ -258,7 +355,9 @@ def _via_p2p(
     except P2PFallback as fallback:
         if p2p.cancel.expired():
             # --timeout bounds the whole download: no time is left for the source.
-            raise DownloadTimeout(f"download did not finish within the timeout ({fallback})")
+            raise DownloadTimeout(
+                f"download did not finish within the timeout ({fallback})"
+            ) from fallback
         _give_up_p2p(settings, reporter, outcome, fallback.reason, str(fallback))
         return None
     return length

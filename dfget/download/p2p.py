@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ class P2PDownload:
         cancel: Cancel,
         pool: Pool,
         task_key: str,
+        on_registered: Callable[[Registration], None] | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -164,6 +165,7 @@ class P2PDownload:
         self.bucket = bucket
         self.cancel = cancel
         self.pool = pool
+        self.on_registered = on_registered
         self.state = P2PState()
         self.http = new_http_client()
         self._results: queue.SimpleQueue[PieceResult | BaseException] = queue.SimpleQueue()
@@ -246,6 +248,8 @@ class P2PDownload:
         """Register, then pull until done; the deadline defaults to v1's length/minrate rule."""
         registration = self.register()
         self._adopt(registration)
+        if self.on_registered is not None:
+            self.on_registered(registration)
         if self.cancel.deadline is None:
             timeout = self.settings.download_timeout(max(registration.file_length, 0))
             self.cancel.deadline = started + timeout
@@ -501,7 +505,8 @@ class P2PDownload:
         if missing:
             raise P2PFallback(
                 REASON_P2P_ERROR,
-                f"the supernode reported the download complete but {len(missing)} range(s) are missing",
+                "the supernode reported the download complete but "
+                f"{len(missing)} range(s) are missing",
             )
         return length
 

@@ -216,8 +216,7 @@ class PieceFetcher:
                 raise FramingError(f"piece is {len(body)} bytes, expected {expected}")
             data = body
         start = self.layout.offset(task.piece_num)
-        self.target.write(start, data)
-        self.target.complete(start, start + len(data))
+        self.target.store(start, data)
         self.progress.add(len(data))
         result.ok = True
         result.nbytes = len(data)

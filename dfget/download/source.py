@@ -179,8 +179,7 @@ class SourceFetcher:
                 count = response.readinto(buffer[:want])
                 if not count:
                     break
-                self.target.write(offset, buffer[:count])
-                self.target.complete(offset, offset + count)
+                self.target.store(offset, buffer[:count])
                 offset += count
                 self.progress.add(count)
                 self.bucket.consume(count)
@@ -232,6 +231,7 @@ class SourceFetcher:
                 raise SourceHTTPError(self.url, 206, f"unexpected Content-Range for {asked}")
             self.info = SourceInfo(endpoint, total, True, etag, modified)
             self.target_length(total)
+            self.target.describe_source(total, etag, modified)
             self._receive(response, start, end + 1, buffer)
             return self.info
         if response.status == 416:
@@ -246,11 +246,38 @@ class SourceFetcher:
         length = response.content_length
         self.info = SourceInfo(endpoint, length, False, etag, modified)
         self.target_length(length)
+        self.target.describe_source(length, etag, modified)
         reached = self._receive(response, 0, length, buffer)
         if length is not None and reached != length:
             raise _Retry(NetworkError(f"{self.url}: body ended after {reached} of {length} bytes"))
         self.info.length = reached
         return self.info
+
+    def identity(self) -> tuple[int | None, str, str]:
+        """Length, ETag and Last-Modified of the source now, from a one-byte ranged GET.
+
+        Used before resuming, to notice a source that changed since the partial data came.
+        """
+        attempt = 0
+        while True:
+            try:
+                endpoint, response = self._open(self.origin, [("Range", "bytes=0-0")])
+                break
+            except _Retry as retry:
+                attempt += 1
+                self._backoff(attempt, retry.error)
+        etag, modified = response.header("etag"), response.header("last-modified")
+        if response.status == 206:
+            length = _content_range(response)[2]
+            response.read(16)
+        elif response.status == 200:
+            length = response.content_length
+        elif response.status == 416:
+            length = _content_range_total(response)
+        else:
+            raise self._fail_status(endpoint, response)
+        self._finish(response)
+        return length, etag, modified
 
     def target_length(self, length: int | None) -> None:
         if length is not None:

@@ -7,6 +7,7 @@ Whatever path a byte took (peer, supernode CDN, source) it ends in :meth:`Target
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dfget.digest import Digest
 from dfget.download.intervals import IntervalSet
+from dfget.download.resume import Journal, digest_of
 from dfget.errors import DigestMismatchError, LocalIOError
 
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -45,6 +47,8 @@ class Target:
         length: int | None = None,
         stdout_fd: int | None = None,
         keep_work_file: bool = False,
+        journal: Journal | None = None,
+        resume: bool = False,
     ) -> None:
         self.work_path = work_path
         self.destination = destination
@@ -52,6 +56,7 @@ class Target:
         self.length = length
         self.stdout_fd = stdout_fd
         self.keep_work_file = keep_work_file
+        self.journal = journal
         self._hashes = {d.algorithm: d.new_hash() for d in self.digests}
         self.done = IntervalSet()
         self._hashed = 0
@@ -62,7 +67,8 @@ class Target:
         self._closed = False
         try:
             work_path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(work_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
+            self.fd = os.open(work_path, flags, 0o644)
             if length:
                 os.ftruncate(self.fd, length)
         except OSError as exc:
@@ -92,6 +98,33 @@ class Target:
                 offset += written
         except OSError as exc:
             raise local_io_error("write", self.work_path, exc) from exc
+
+    def store(self, offset: int, data: memoryview | bytes) -> None:
+        """Write ``data`` at ``offset`` and mark it final (journaled for a later resume)."""
+        self.write(offset, data)
+        if self.journal is not None:
+            self.journal.add(offset, offset + len(data), digest_of(data))
+        self.complete(offset, offset + len(data))
+
+    def describe_source(self, length: int | None, etag: str = "", last_modified: str = "") -> None:
+        """Record what the bytes belong to, before any is stored (a resume checks it)."""
+        if self.journal is not None:
+            self.journal.describe_source(length, etag, last_modified)
+
+    def restore(self, extents: list[tuple[int, int]]) -> int:
+        """Mark verified bytes of an earlier attempt as done; returns how many."""
+        for start, end in extents:
+            self.complete(start, end)
+        return sum(end - start for start, end in extents)
+
+    def truncate(self) -> None:
+        """Drop all data (before anything was completed): the source changed."""
+        try:
+            os.ftruncate(self.fd, 0)
+            if self.length:
+                os.ftruncate(self.fd, self.length)
+        except OSError as exc:
+            raise local_io_error("truncate", self.work_path, exc) from exc
 
     def complete(self, start: int, end: int) -> None:
         """Bytes [start, end) are written and final."""
@@ -214,17 +247,29 @@ class Target:
         if self.destination is None:
             self.discard()
             return
-        staged = work_path_beside(self.destination) if self.keep_work_file else self.work_path
+        staged = work_path_beside(self.destination)
         try:
             if self.keep_work_file:
                 _link_or_copy(self.work_path, staged)
+            else:
+                _move_or_copy(self.work_path, staged)
             os.replace(staged, self.destination)
             _fsync_dir(self.destination.parent)
         except OSError as exc:
-            if staged != self.work_path:
-                _unlink_quietly(staged)
+            _unlink_quietly(staged)
             self.discard()
             raise local_io_error("move the download onto", self.destination, exc) from exc
+
+    def keep(self, partial: Path) -> None:
+        """Close, leaving the data at ``partial`` for a later attempt to resume."""
+        self._close()
+        try:
+            if partial != self.work_path:
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.work_path, partial)
+        except OSError as exc:
+            _unlink_quietly(self.work_path)
+            raise local_io_error("keep partial data in", partial, exc) from exc
 
     def _close(self) -> None:
         with self._cond:
@@ -243,10 +288,19 @@ class Target:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
+
+
+def _move_or_copy(source: Path, staged: Path) -> None:
+    """Rename, or copy and remove when ``staged`` is on another filesystem (work home)."""
+    try:
+        os.rename(source, staged)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_synced(source, staged)
+        _unlink_quietly(source)
 
 
 def _link_or_copy(source: Path, staged: Path) -> None:
@@ -255,12 +309,16 @@ def _link_or_copy(source: Path, staged: Path) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
-        shutil.copyfile(source, staged)
-        fd = os.open(staged, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _copy_synced(source, staged)
+
+
+def _copy_synced(source: Path, staged: Path) -> None:
+    shutil.copyfile(source, staged)
+    fd = os.open(staged, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
 
 class Trace:
     """Thread-safe JSON-lines writer; zstd-compressed when the name ends in ``.zst``."""
@@ -42,14 +44,38 @@ class Trace:
                 self._raw.close()
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    data = path.read_bytes()
-    if path.suffix == ".zst" or data[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
+class TraceError(ValueError):
+    """A file that is not a readable trace."""
 
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-        data = reader.read()
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a trace; a last line cut short (dfget killed mid-write) is dropped."""
+    try:
+        data = path.read_bytes()
+        if path.suffix == ".zst" or data[:4] == ZSTD_MAGIC:
+            import zstandard
+
+            try:
+                data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+            except zstandard.ZstdError as exc:
+                raise TraceError(f"{path}: not a zstd-compressed trace ({exc})") from exc
+    except OSError as exc:
+        raise TraceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    lines = data.splitlines()
+    events = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            if number == len(lines) and not data.endswith(b"\n"):
+                break
+            raise TraceError(f"{path}: line {number} is not a JSON trace event") from None
+        if not isinstance(event, dict):
+            raise TraceError(f"{path}: line {number} is not a JSON trace event")
+        events.append(event)
+    return events
 
 
 def summarize(events: list[dict[str, Any]], slowest: int = 5) -> str:
@@ -67,9 +93,10 @@ def summarize(events: list[dict[str, Any]], slowest: int = 5) -> str:
     lines = [f"{len(pieces)} piece events"]
     for holder, stats in sorted(holders.items(), key=lambda item: -item[1]["bytes"]):
         mib = stats["bytes"] / 1048576
+        per_piece = stats["ms"] / max(stats["pieces"], 1)
         lines.append(
             f"  {holder}: {int(stats['pieces'])} pieces, {mib:.1f} MiB, "
-            f"{int(stats['failures'])} failures, {stats['ms'] / max(stats['pieces'], 1):.0f} ms/piece"
+            f"{int(stats['failures'])} failures, {per_piece:.0f} ms/piece"
         )
     reasons = [e.get("reason") for e in events if e.get("event") == "source"]
     if reasons:

@@ -77,6 +77,9 @@ class SchedulerConfig:
     """How long others wait for a piece one client is fetching from upstream."""
     running_timeout: float = 120.0
     """A running piece that is never reported is forgotten after this long."""
+    silence_timeout: float = 10.0
+    """A client that has not pulled for this long has probably died: its running pieces (and
+    the upstream slots they hold) go back to the others. Live clients pull every few seconds."""
     failure_limit: int = 5
     """A client with more consecutive failures than this is sent upstream."""
     elimination_limit: int = 5
@@ -104,6 +107,7 @@ class _Client:
     errors: int = 0
     load: int = 0
     service_errors: int = 0
+    last_seen: float = 0.0
 
 
 class UnknownClient(KeyError):
@@ -235,6 +239,7 @@ class Scheduler:
         """
         self._expire(now)
         client = self._client(cid)
+        client.last_seen = max(client.last_seen, now)
         if not 0 <= piece < self._size:
             return False
         run = client.running.get(piece)
@@ -272,6 +277,7 @@ class Scheduler:
         """Pieces for a client to fetch next, each with the holder to fetch it from."""
         self._expire(now)
         client = self._client(cid)
+        client.last_seen = now
         if self._count is not None and client.done_count >= self._count:
             return Decision(Outcome.FINISHED)
         candidates: list[tuple[int, float, int]] = []
@@ -433,7 +439,9 @@ class Scheduler:
             self._fetchers.setdefault(piece, {})[cid] = now
         else:
             self._clients[holder].load += 1
-        heapq.heappush(self._expiry, (now + self.config.running_timeout, self._seq, cid, piece))
+        client.last_seen = max(client.last_seen, now)
+        deadline = now + min(self.config.running_timeout, self.config.silence_timeout)
+        heapq.heappush(self._expiry, (deadline, self._seq, cid, piece))
 
     def _release(self, cid: str, piece: int, run: _Run) -> None:
         if run.holder == UPSTREAM:
@@ -454,5 +462,13 @@ class Scheduler:
             _, seq, cid, piece = heapq.heappop(self._expiry)
             client = self._clients.get(cid)
             run = client.running.get(piece) if client is not None else None
-            if client is not None and run is not None and run.seq == seq:
+            if client is None or run is None or run.seq != seq:
+                continue
+            deadline = min(
+                run.started + self.config.running_timeout,
+                client.last_seen + self.config.silence_timeout,
+            )
+            if deadline <= now:
                 self._release(cid, piece, client.running.pop(piece))
+            else:  # the client pulled since: look again later
+                heapq.heappush(self._expiry, (deadline, seq, cid, piece))
