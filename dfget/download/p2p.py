@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import random
+import re
 import socket
 import threading
 import time
@@ -98,7 +99,9 @@ class Identity:
     @classmethod
     def new(cls, ip: str, output_name: str) -> Identity:
         sign = f"{os.getpid()}-{time.time():.3f}"
-        return cls(ip, sign, f"{ip}-{sign}", f"{output_name}-{sign}")
+        # The name becomes a URL path segment on our peer server: keep it plain.
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", output_name).lstrip(".") or "file"
+        return cls(ip, sign, f"{ip}-{sign}", f"{name}-{sign}")
 
 
 def local_ip_towards(nodes: Sequence[Node]) -> str:
