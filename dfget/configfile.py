@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from dfget.config import Node, parse_nodes
 from dfget.units import parse_rate
+
+T = TypeVar("T")
 
 DEFAULT_CANDIDATES = (Path("/etc/dragonfly/dfget.yml"), Path("/etc/dragonfly.conf"))
 
@@ -52,20 +56,24 @@ def _strip_comment(line: str) -> str:
 
 
 def parse_yaml_subset(text: str) -> dict[str, object]:
-    """Top-level ``key: scalar``, ``key: [a, b]``, ``key:`` + ``- item`` lists or nested maps."""
+    """Top-level ``key: scalar``, ``key: [a, b]``, ``key:`` + ``- item`` lists or nested maps.
+
+    List items may sit at the key's own indentation (``nodes:`` then ``- a``), as YAML allows
+    and as many hand-written dfget.yml files do.
+    """
     result: dict[str, object] = {}
     current: str | None = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = _strip_comment(raw).rstrip()
         if not line.strip() or line.strip() == "---":
             continue
-        indented = line[0].isspace()
         stripped = line.strip()
-        if indented:
+        list_item = stripped.startswith("- ") or stripped == "-"
+        if line[0].isspace() or list_item:
             if current is None:
                 raise ConfigError(f"line {number}: indented line outside a key")
             value = result[current]
-            if stripped.startswith("- ") or stripped == "-":
+            if list_item:
                 if not isinstance(value, list):
                     if value not in ("", {}):
                         raise ConfigError(f"line {number}: list item under a scalar key")
@@ -91,29 +99,44 @@ def parse_yaml_subset(text: str) -> dict[str, object]:
     return result
 
 
+NULLS = ("", "~", "null", "Null", "NULL")
+
+
 def _from_yaml(path: Path, text: str) -> FileConfig:
-    values = parse_yaml_subset(text)
+    values = {k: v for k, v in parse_yaml_subset(text).items() if v not in NULLS}
+
+    def parsed(key: str, parse: Callable[[str], T]) -> T | None:
+        value = values.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a single value")
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {key}: {exc}") from exc
+
+    nodes_value = values.get("nodes") or []
     try:
-        nodes_value = values.get("nodes") or []
         nodes = parse_nodes(nodes_value if isinstance(nodes_value, list) else str(nodes_value))
-
-        def rate(key: str) -> int | None:
-            value = values.get(key)
-            return parse_rate(str(value)) if value not in (None, "") else None
-
-        queue = values.get("clientQueueSize")
-        home = values.get("workHome")
-        return FileConfig(
-            path=path,
-            nodes=nodes,
-            locallimit=rate("localLimit"),
-            minrate=rate("minRate"),
-            totallimit=rate("totalLimit"),
-            clientqueue=int(str(queue)) if queue not in (None, "") else None,
-            home=Path(str(home)).expanduser() if home else None,
-        )
     except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: nodes: {exc}") from exc
+    home = parsed("workHome", str)
+    return FileConfig(
+        path=path,
+        nodes=nodes,
+        locallimit=parsed("localLimit", parse_rate),
+        minrate=parsed("minRate", parse_rate),
+        totallimit=parsed("totalLimit", parse_rate),
+        clientqueue=parsed("clientQueueSize", _count),
+        home=Path(home).expanduser() if home else None,
+    )
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{text!r} is not a non-negative integer")
+    return int(text)
 
 
 def _from_ini(path: Path, text: str) -> FileConfig:
@@ -129,7 +152,7 @@ def _from_ini(path: Path, text: str) -> FileConfig:
 def load(path: Path) -> FileConfig:
     """Parse one file, by extension (``.yml``/``.yaml`` YAML, anything else INI)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if path.suffix in (".yml", ".yaml"):

@@ -9,11 +9,32 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
 MAX_BYTES = 40 * 1024 * 1024
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log that several processes append to: dfdaemon runs one dfget per blob, all
+    writing ``dfclient.log``. When another process has rotated the file, reopen it rather than
+    rotate again (which would throw away the backup that process just made)."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging API
+        stream = self.stream
+        if stream is not None and not _same_file(self.baseFilename, stream.fileno()):
+            stream.close()
+            self.stream = self._open()
+        return bool(super().shouldRollover(record))
+
+
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
 
 
 def setup(home: Path, verbose: bool, file_name: str, sign: str = "", console: bool = False) -> None:
@@ -25,7 +46,7 @@ def setup(home: Path, verbose: bool, file_name: str, sign: str = "", console: bo
         logs = home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         handlers.append(
-            logging.handlers.RotatingFileHandler(
+            SharedRotatingFileHandler(
                 logs / file_name, maxBytes=MAX_BYTES, backupCount=1, encoding="utf-8"
             )
         )
