@@ -169,12 +169,17 @@ class PieceFetcher:
             length = response.content_length
             if length is not None and length > len(buffer):
                 raise FramingError(f"piece body of {length} bytes exceeds the piece size")
+            compressed = response.header("content-encoding").lower() == "zstd"
+            # Hash while the bytes are hot in the cache, not in a second pass over the piece.
+            hasher = hashlib.md5() if task.md5 and self.layout.wrapped and not compressed else None
             view = memoryview(buffer)
             received = 0
             while True:
                 count = response.readinto(view[received : min(len(view), limit + 1)])
                 if not count:
                     break
+                if hasher is not None:
+                    hasher.update(view[received : received + count])
                 received += count
                 self.bucket.consume(count)
                 if received > limit:
@@ -182,8 +187,9 @@ class PieceFetcher:
             response.release()
             result.wire_bytes = received
             body = view[:received]
-            if response.header("content-encoding").lower() == "zstd":
+            if compressed:
                 body = _decompress_zstd(body, len(buffer))
+            result.real_md5 = hasher.hexdigest() if hasher is not None else ""
             return body
         finally:
             self.cancel.unwatch(response.connection.sock)
@@ -201,7 +207,7 @@ class PieceFetcher:
                 data_len = parse_head(bytes(body[:HEAD_LEN]))[0] if len(body) >= HEAD_LEN else 0
             check_frame(body, self.layout.piece_size, data_len)
             if task.md5:
-                actual = hashlib.md5(body).hexdigest()
+                actual = result.real_md5 or hashlib.md5(body).hexdigest()
                 if actual != task.md5:
                     result.error = (
                         f"{result.holder}: piece {task.piece_num} md5 {actual} != {task.md5}"
