@@ -11,8 +11,10 @@ Not a pytest module: nothing here is named test_*.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -240,3 +242,82 @@ def print_report(benchmark: Callable[[], str]) -> None:
     started = time.monotonic()
     print(benchmark())
     print(f"(benchmark took {time.monotonic() - started:.0f} s)", file=sys.stderr)
+
+
+STOP_TIMEOUT = 10.0  # a process to exit after SIGTERM (then SIGKILL), seconds
+
+
+def start_supernode(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`dfget supernode` on free 127.0.0.1 ports, logging to <home>/supernode.log; returns the
+    process and its --node address once both ports accept connections."""
+    port, download_port = free_port(), free_port()
+    home.mkdir(parents=True)
+    with open(home / "supernode.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                *DFGET,
+                "supernode",
+                "--port",
+                str(port),
+                "--download-port",
+                str(download_port),
+                "--listen-ip",
+                "127.0.0.1",
+                "--advertise-ip",
+                "127.0.0.1",
+                "--home",
+                str(home),
+                *extra,
+            ],  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    for each in (port, download_port):
+        try:
+            wait_port(each, timeout=20)
+        except TimeoutError:
+            stop_process(proc)
+            text = (home / "supernode.log").read_text(errors="replace")
+            raise RuntimeError(f"supernode did not start: {text[-2000:]}") from None
+    return proc, f"127.0.0.1:{port}"
+
+
+def peer_address(home: Path) -> str:
+    meta = json.loads((home / "meta" / "host.meta").read_text())
+    return f"127.0.0.1:{meta['servicePort']}"
+
+
+def stop_peer_server(home: Path) -> None:
+    """SIGTERM the peer server of ``home`` (its pid file) and wait until it is gone."""
+    pid = peer_pid(home)
+    if not pid:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return
+            time.sleep(0.02)
+    raise RuntimeError(f"peer server {pid} of {home} did not exit")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie nobody reaped yet counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def peer_pid(home: Path) -> int:
+    """The pid of the peer server of ``home`` (0 if it has none)."""
+    try:
+        return int((home / "meta" / "server.pid").read_text().strip())
+    except (OSError, ValueError):
+        return 0

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +41,6 @@ from tests.bench import common  # noqa: E402
 
 BAR = 1.5  # dfget-p2p / curl wall
 PULL_TIMEOUT = 900.0  # one download, seconds
-STOP_TIMEOUT = 10.0  # a process to exit after SIGTERM (then SIGKILL), seconds
 
 
 class Bench:
@@ -59,36 +55,7 @@ class Bench:
         self.node = ""
 
     def start_supernode(self) -> None:
-        port, download_port = common.free_port(), common.free_port()
-        home = self.root / "sn"
-        home.mkdir()
-        with open(home / "supernode.log", "wb") as log:
-            self.supernode = subprocess.Popen(
-                [
-                    *common.DFGET,
-                    "supernode",
-                    "--port",
-                    str(port),
-                    "--download-port",
-                    str(download_port),
-                    "--listen-ip",
-                    "127.0.0.1",
-                    "--advertise-ip",
-                    "127.0.0.1",
-                    "--home",
-                    str(home),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=common.REPO,
-            )
-        for each in (port, download_port):
-            try:
-                common.wait_port(each, timeout=20)
-            except TimeoutError:
-                log_text = (home / "supernode.log").read_text(errors="replace")
-                raise RuntimeError(f"supernode did not start: {log_text[-2000:]}") from None
-        self.node = f"127.0.0.1:{port}"
+        self.supernode, self.node = common.start_supernode(self.root / "sn")
 
     def pull_command(self, name: str) -> tuple[list[str], Path, Path]:
         """The dfget command of peer ``name``, its home and its output file."""
@@ -122,42 +89,9 @@ class Bench:
 
     def stop(self) -> None:
         for home in self.homes:
-            stop_peer_server(home)
+            common.stop_peer_server(home)
         if self.supernode is not None:
-            common.stop_process(self.supernode, timeout=STOP_TIMEOUT)
-
-
-def peer_address(home: Path) -> str:
-    meta = json.loads((home / "meta" / "host.meta").read_text())
-    return f"127.0.0.1:{meta['servicePort']}"
-
-
-def stop_peer_server(home: Path) -> None:
-    """SIGTERM the peer server of ``home`` (its pid file) and wait until it is gone."""
-    try:
-        pid = int((home / "meta" / "server.pid").read_text().strip())
-    except (OSError, ValueError):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                return
-            time.sleep(0.02)
-    raise RuntimeError(f"peer server {pid} of {home} did not exit")
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie nobody reaped yet counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+            common.stop_process(self.supernode, timeout=common.STOP_TIMEOUT)
 
 
 def profile(bench: Bench, raw: Path, rate: int, idle: bool) -> str:
@@ -173,8 +107,8 @@ def profile(bench: Bench, raw: Path, rate: int, idle: bool) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"py-spy run failed: {result.stderr.decode(errors='replace')[-2000:]}")
-    pulled = bench.check_from(result.stdout, peer_address(bench.root / "p1"), {"peer"})
-    stop_peer_server(home)
+    pulled = bench.check_from(result.stdout, common.peer_address(bench.root / "p1"), {"peer"})
+    common.stop_peer_server(home)
     shutil.rmtree(home, ignore_errors=True)
     out.unlink(missing_ok=True)
     return f"(profiled pull: {pulled['duration']:.2f} s by dfget's clock)\n" + top_leaves(raw)
@@ -234,7 +168,7 @@ def cold_pull(bench: Bench, data: Path) -> common.Sample:
 
 def alternate(bench: Bench, data: Path, runs: int) -> dict[str, list[common.Sample]]:
     """``runs`` fresh peers pulling from peer 1, alternating with curl pulling from nginx."""
-    peer1 = peer_address(bench.root / "p1")
+    peer1 = common.peer_address(bench.root / "p1")
     samples: dict[str, list[common.Sample]] = {"dfget p2p": [], "curl": []}
     curl_out = bench.root / "curl.bin"
     for run in range(runs):
@@ -244,7 +178,7 @@ def alternate(bench: Bench, data: Path, runs: int) -> dict[str, list[common.Samp
         bench.check_from(sample.stdout, peer1, {"peer"})
         if run == 0 and not common.same_bytes(data, out):
             raise SystemExit("dfget p2p wrote different bytes than the source")
-        stop_peer_server(home)  # so that the next fresh peer has only peer 1 to pull from
+        common.stop_peer_server(home)  # so that the next fresh peer has only peer 1 to pull from
         shutil.rmtree(home, ignore_errors=True)
         out.unlink(missing_ok=True)
         samples["dfget p2p"].append(sample)
