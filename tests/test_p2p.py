@@ -282,3 +282,47 @@ def test_compressible_pieces_travel_zstd_between_our_peers(
     pieces = [e for e in events if e["event"] == "piece" and e["ok"]]
     assert len(pieces) == 3
     assert all(e["wire_bytes"] < e["bytes"] / 10 for e in pieces)  # zstd on the wire
+
+
+def test_peers_of_one_blob_meet_at_one_supernode_and_move_together(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    from dfget.config import parse_nodes
+    from dfget.download.p2p import task_key
+    from dfget.supernode_client import node_order
+
+    size = 24 * 1024 * 1024
+    data = random_bytes(size, seed=19)
+    url = origin.add("/ring.bin", data)
+    nodes = [supernode() for _ in range(3)]
+    listed = ",".join(n.node for n in nodes)
+    ring = [n.address for n in node_order(list(parse_nodes(listed)), task_key(url, ()))]
+    by_address = {n.node: n for n in nodes}
+    first, second = by_address[ring[0]], by_address[ring[1]]
+    # Six dfgets, each given the list in its own order: the task decides, not the list.
+    procs = []
+    for index in range(6):
+        order = ",".join(n.node for n in nodes[index % 3 :] + nodes[: index % 3])
+        procs.append(start_dfget(peers.args(f"p{index}", url, order, "--locallimit", "4M")))
+    logs = [peers.root / f"p{index}" / "logs" / "dfclient.log" for index in range(6)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+        log.exists() and "registered at supernode" in log.read_text() for log in logs
+    ):
+        time.sleep(0.1)
+    time.sleep(0.5)  # some pieces land before the supernode dies
+    first.proc.kill()
+    results = []
+    for index, proc in enumerate(procs):
+        stdout, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == ExitCode.OK, stderr.decode()[-2000:]
+        assert peers.output(f"p{index}") == data
+        results.append(json.loads(stdout))
+    for result in results:
+        assert result["supernodes"][0] == first.node  # everyone met at the preferred node
+        assert result["supernodes"][-1] == second.node  # and moved to the next on the ring
+        assert sum(by_kind(result).values()) == size  # only missing pieces fetched again
+        assert by_kind(result)["source"] == 0
+    # Each supernode's CDN fetched the blob at most once; the third was never involved.
+    assert origin.stats.bytes_by_path["/ring.bin"] <= 2 * size * 1.05
+    assert "registered" not in (by_address[ring[2]].log.read_text())

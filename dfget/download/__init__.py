@@ -173,7 +173,10 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
                 task_key=task_key(settings.url, settings.filters),
                 on_registered=lambda reg: _registered(target, resume, reg.file_length),
             )
-            total = _via_p2p(settings, p2p, reporter, outcome, started)
+            try:
+                total = _via_p2p(settings, p2p, reporter, outcome, started)
+            finally:
+                outcome.supernodes = list(p2p.state.tried)
             source_cancel.deadline = p2p_cancel.deadline
             if total is not None and p2p.state.md5 and not p2p.all_pieces_md5_verified:
                 target.add_digest(Digest("md5", p2p.state.md5))

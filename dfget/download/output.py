@@ -41,6 +41,7 @@ class Outcome:
     reason: int = 0
     resumed_bytes: int = 0
     serving: str = ""
+    supernodes: list[str] = field(default_factory=list)  # registered at, in order
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +105,7 @@ class Reporter:
             "backsource_reason": outcome.reason,
             "resumed_bytes": outcome.resumed_bytes,
             "serving": outcome.serving or None,
+            "supernodes": outcome.supernodes,
             "notes": outcome.notes,
         }
         print(json.dumps(document), file=self.stream, flush=True)

@@ -233,6 +233,14 @@ class P2PDownload:
                 if code == CODE_SUCCESS and registration is not None:
                     self.client = client
                     self.state.tried.append(node.address)
+                    log.info(
+                        "registered at supernode %s: task %s, %d bytes, piece size %d, cdn %s",
+                        node.address,
+                        registration.task_id,
+                        registration.file_length,
+                        registration.piece_size,
+                        registration.cdn_source,
+                    )
                     return registration
                 if code == CODE_NEED_AUTH:
                     raise NeedAuth(f"supernode {node.address}: the source requires authentication")
