@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.origin import Origin
+from tests.peers import Peers
 
 
 @pytest.fixture
@@ -13,6 +14,13 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
     server = Origin(tmp_path / "origin").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    group = Peers(tmp_path)
+    yield group
+    group.stop_servers()
 
 
 # --- uploader fixtures ---

@@ -32,6 +32,7 @@ class ScriptedSupernode:
     data: bytes
     cdn_source: str = "supernode"
     waits_before_pieces: int = 1
+    refuse_ipv6: bool = False  # like Go 1.0.6: registration of a non-IPv4 peer fails (HTTP 500)
     corrupt_pieces: set[int] = field(default_factory=set)  # served with one bit flipped
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,7 +134,9 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self._record(body)
-            if self.path == "/peer/registry":
+            if self.path == "/peer/registry" and sn.refuse_ipv6 and ":" in json.loads(body)["ip"]:
+                self._json(b'{"code":500,"msg":"invalid ip"}\n', 500)
+            elif self.path == "/peer/registry":
                 data = {
                     "taskId": sn.task_id,
                     "fileLength": len(sn.data),

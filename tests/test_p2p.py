@@ -10,71 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from dfget.errors import ExitCode
 from tests.conftest import SupernodeFactory
 from tests.helpers import free_port, random_bytes, run_dfget, start_dfget
 from tests.origin import Origin
+from tests.peers import Peers, by_kind
 
 SIZE = 9 * 1024 * 1024 + 4321  # three pieces, the last one partial
-
-
-class Peers:
-    """dfget runs with their own --home and --port; their peer servers stopped at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.homes: list[Path] = []
-
-    def home(self, name: str) -> Path:
-        home = self.root / name
-        self.homes.append(home)
-        return home
-
-    def args(self, name: str, url: str, node: str, *extra: str) -> list[str]:
-        home = self.home(name)
-        return [
-            "-u", url, "-o", str(self.root / "out" / f"{name}.bin"),
-            "--node", node, "--home", str(home), "--ip", "127.0.0.1",
-            "--expiretime", "60s", "--alivetime", "60s", "--json", *extra,
-        ]  # fmt: skip
-
-    def run(self, name: str, url: str, node: str, *extra: str) -> dict[str, object]:
-        result = run_dfget(self.args(name, url, node, *extra), timeout=120)
-        assert result.returncode == ExitCode.OK, result.stderr.decode()[-2000:]
-        return json.loads(result.stdout)
-
-    def output(self, name: str) -> bytes:
-        return (self.root / "out" / f"{name}.bin").read_bytes()
-
-    def server_pid(self, name: str) -> int:
-        return int((self.root / name / "meta" / "server.pid").read_text())
-
-    def stop_servers(self) -> None:
-        for home in self.homes:
-            pid_file = home / "meta" / "server.pid"
-            if pid_file.exists():
-                try:
-                    os.kill(int(pid_file.read_text()), signal.SIGTERM)
-                except (ValueError, ProcessLookupError):
-                    pass
-
-
-@pytest.fixture
-def peers(tmp_path: Path) -> Iterator[Peers]:
-    group = Peers(tmp_path)
-    yield group
-    group.stop_servers()
-
-
-def by_kind(result: dict[str, object]) -> dict[str, int]:
-    return result["bytes"]  # type: ignore[return-value]
 
 
 def full_gets(origin: Origin, path: str) -> int:

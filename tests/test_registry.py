@@ -25,7 +25,7 @@ from dfget.errors import ExitCode
 from tests.conftest import SupernodeFactory
 from tests.helpers import run_dfget
 from tests.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
-from tests.test_p2p import Peers
+from tests.peers import Peers
 
 _missing = missing_tools()
 if _missing and os.environ.get("CI") == "true":

@@ -248,10 +248,13 @@ class P2PDownload:
                 if code == CODE_URL_NOT_REACHABLE:
                     raise P2PFallback(REASON_REGISTER_FAILED, "; ".join(errors))
                 break
-        raise P2PFallback(
-            REASON_REGISTER_FAILED,
-            "registration failed: " + ("; ".join(errors) or "no supernode left"),
-        )
+        message = "registration failed: " + ("; ".join(errors) or "no supernode left")
+        if ":" in self.identity.ip and errors:
+            message += (
+                f" (this peer's address {self.identity.ip} is IPv6; Dragonfly 1.0.6 supernodes"
+                " accept IPv4 peers only: give an IPv4 address with --ip)"
+            )
+        raise P2PFallback(REASON_REGISTER_FAILED, message)
 
     # -- the pull loop --------------------------------------------------------------------
 
