@@ -68,7 +68,8 @@ MAN_EXAMPLES = [
     ),
     (
         "As dfdaemon runs it:",
-        "dfget -u URL -o /var/lib/dfdaemon/repo/<name> --home /var/lib/dragonfly-dfdaemon/dfget \\\\\n"
+        "dfget -u URL -o /var/lib/dfdaemon/repo/<name> "
+        "--home /var/lib/dragonfly-dfdaemon/dfget \\\\\n"
         "      --ip 10.0.0.5 --port 15001 --expiretime 3m0s --alivetime 5m0s --dfdaemon \\\\\n"
         '      -s 20M --totallimit 20M --node sn1:8002 --header "Authorization:Bearer <token>"',
     ),

@@ -27,7 +27,9 @@ class ExitCode(IntEnum):
 EXIT_CODE_HELP = {
     ExitCode.OK: "success: the file is at the destination and its digest verified",
     ExitCode.USAGE: "usage error: bad flag, URL, output path or configuration",
-    ExitCode.LOCAL_IO: "local I/O error: cannot create, write or rename files (disk full, permissions)",
+    ExitCode.LOCAL_IO: (
+        "local I/O error: cannot create, write or rename files (disk full, permissions)"
+    ),
     ExitCode.P2P_FAILED: "P2P download failed and --notbs forbids falling back to the source",
     ExitCode.SOURCE_HTTP: "the source answered with an HTTP error status",
     ExitCode.NOT_FOUND: "the source answered 404/410: no such file",
@@ -104,7 +106,8 @@ class DigestMismatchError(DfgetError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"{algorithm} digest mismatch: expected {algorithm}:{expected}, got {algorithm}:{actual}"
+            f"{algorithm} digest mismatch: expected {algorithm}:{expected}, "
+            f"got {algorithm}:{actual}"
         )
 
 

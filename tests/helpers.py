@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DFGET = [sys.executable, "-m", "dfget"]
@@ -47,7 +48,9 @@ def run_dfget(
     )
 
 
-def start_dfget(args: Sequence[str], env: dict[str, str] | None = None, **kwargs: object) -> subprocess.Popen[bytes]:
+def start_dfget(
+    args: Sequence[str], env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.Popen(  # type: ignore[call-overload]
         [*DFGET, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, **kwargs
@@ -72,14 +75,12 @@ def kill_pid_file_servers(home: Path) -> None:
         return
     pid_file = home / "meta" / "server.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        except (ValueError, ProcessLookupError):
-            pass
 
 
 def write_random(path: Path, size: int, seed: int = 1) -> bytes:
-    data = (random_bytes(size, seed))
+    data = random_bytes(size, seed)
     path.write_bytes(data)
     return data
 
@@ -88,3 +89,54 @@ def random_bytes(size: int, seed: int = 1) -> bytes:
     import random
 
     return random.Random(seed).randbytes(size)
+
+
+def raw_http(
+    port: int,
+    request: bytes,
+    host: str = "127.0.0.1",
+    source: str | None = None,
+    timeout: float = 10.0,
+) -> tuple[int | None, dict[str, str], bytes]:
+    """Send ``request`` as is and read until the server closes: ``(status, headers, body)``.
+
+    ``status`` is None when the connection closed without a response. For hostile requests
+    that an HTTP client library would refuse to send.
+    """
+    with socket.create_connection(
+        (host, port), timeout=timeout, source_address=(source, 0) if source else None
+    ) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/"):
+        return None, {}, data
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thread_count(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no thread count for {pid}")
+
+
+def settle(measure: Callable[[], int], limit: int, timeout: float = 10.0) -> int:
+    """Poll ``measure()`` until it is at most ``limit`` (or ``timeout`` passes); the last value."""
+    deadline = time.monotonic() + timeout
+    value = measure()
+    while value > limit and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = measure()
+    return value

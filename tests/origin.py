@@ -8,6 +8,7 @@ tests can assert where bytes came from.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import threading
@@ -127,7 +128,9 @@ class Origin:
             return
         with self.lock:
             now = time.monotonic()
-            self._bucket_bytes = max(0.0, self._bucket_bytes - (now - self._bucket_time) * self.total_rate)
+            self._bucket_bytes = max(
+                0.0, self._bucket_bytes - (now - self._bucket_time) * self.total_rate
+            )
             self._bucket_time = now
             self._bucket_bytes += nbytes
             delay = self._bucket_bytes / self.total_rate
@@ -163,14 +166,22 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             rng = self.headers.get("Range")
             with origin.lock:
                 origin.stats.requests.append(
-                    Request(self.command, self.path, rng, dict(self.headers.items()), self.client_address[0])
+                    Request(
+                        self.command,
+                        self.path,
+                        rng,
+                        dict(self.headers.items()),
+                        self.client_address[0],
+                    )
                 )
             behaviour = origin.behaviours.get(path, Behaviour())
             resource = origin.resources.get(path)
             if behaviour.auth is not None:
                 expected = "Basic " + base64.b64encode(":".join(behaviour.auth).encode()).decode()
                 if self.headers.get("Authorization") != expected:
-                    return self._plain(401, b"unauthorized", {"WWW-Authenticate": 'Basic realm="t"'})
+                    return self._plain(
+                        401, b"unauthorized", {"WWW-Authenticate": 'Basic realm="t"'}
+                    )
             if behaviour.redirect:
                 return self._plain(302, b"", {"Location": behaviour.redirect})
             if behaviour.status and behaviour.fail_times != 0:
@@ -249,7 +260,9 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                         with origin.lock:
                             origin.stats.body_bytes += sent
                             key = self.path.split("?")[0]
-                            origin.stats.bytes_by_path[key] = origin.stats.bytes_by_path.get(key, 0) + sent
+                            origin.stats.bytes_by_path[key] = (
+                                origin.stats.bytes_by_path.get(key, 0) + sent
+                            )
                     if behaviour.chunked and not cut:
                         sock.sendall(b"0\r\n\r\n")
             except (BrokenPipeError, ConnectionResetError):
@@ -257,9 +270,9 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 return
             if cut:
                 self.close_connection = True
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
 
     return Handler

@@ -16,6 +16,10 @@ from dfget.pieces import PieceRange, piece_count, piece_data_len, wrap
 from dfget.protocol import task_id
 
 PIECE_SIZE = 4 * 1024 * 1024
+WAIT_ANSWER = (  # wire transcript §1.5
+    b'{"code":602,"msg":"clientSucCount:0,cdnSucCount:0: '
+    b'{\\"Code\\":9,\\"Msg\\":\\"peer should wait\\"}"}\n'
+)
 
 
 @dataclass
@@ -85,7 +89,7 @@ class ScriptedSupernode:
         if query.get("result") == "503" and query.get("range"):
             self.done.add(PieceRange.parse(query["range"]).piece_num())
         if self.pulls <= self.waits_before_pieces:
-            return b'{"code":602,"msg":"clientSucCount:0,cdnSucCount:0: {\\"Code\\":9,\\"Msg\\":\\"peer should wait\\"}"}\n'
+            return WAIT_ANSWER
         if len(self.done) == self.count:
             md5 = hashlib.md5(self.data).hexdigest()
             return (

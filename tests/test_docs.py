@@ -66,7 +66,8 @@ def test_man_page_names_every_option_command_and_exit_code() -> None:
 def test_man_page_renders_without_warnings() -> None:
     groff = _require("groff")
     result = subprocess.run(
-        [groff, "-man", "-Tutf8", "-ww", "-P-cbou", str(ROOT / "man" / "dfget.1")], capture_output=True
+        [groff, "-man", "-Tutf8", "-ww", "-P-cbou", str(ROOT / "man" / "dfget.1")],
+        capture_output=True,
     )
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
     assert b"EXIT STATUS" in result.stdout

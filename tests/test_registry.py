@@ -24,8 +24,8 @@ import pytest
 from dfget.errors import ExitCode
 from tests.conftest import SupernodeFactory
 from tests.helpers import run_dfget
-from tests.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
 from tests.peers import Peers
+from tests.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
 
 _missing = missing_tools()
 if _missing and os.environ.get("CI") == "true":

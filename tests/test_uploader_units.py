@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from dfget.ratelimit import TokenBucket
 from dfget.uploader import client, meta, ports
 from dfget.uploader.lifecycle import gc_period
 from dfget.uploader.options import ServerOptions
-from dfget.uploader.ratelimit import TokenBucket, grant
+from dfget.uploader.ratelimit import grant
 from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader, is_local_caller
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
@@ -144,11 +145,29 @@ def test_grants() -> None:
 
 
 def test_token_bucket_paces_to_its_rate() -> None:
-    bucket = TokenBucket(1_000_000)
-    started = time.monotonic()
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(1_000_000, clock=lambda: now[0], sleep=sleep)
     for _ in range(10):
-        bucket.acquire(50_000)
-    assert 0.3 < time.monotonic() - started < 2.0  # 500 kB at 1 MB/s minus the 0.1 s burst
+        bucket.consume(50_000)
+    # 500 kB at 1 MB/s, less the 0.1 s burst: 0.4 s of sleep in all, none for the first 100 kB.
+    assert sum(slept) == pytest.approx(0.4)
+    assert len(slept) == 8
+
+
+def test_token_bucket_zero_is_unlimited_and_rate_can_change() -> None:
+    slept: list[float] = []
+    bucket = TokenBucket(0, clock=lambda: 0.0, sleep=slept.append)
+    bucket.consume(10**9)
+    assert not slept
+    bucket.set_rate(1000)
+    bucket.consume(1100)
+    assert slept == [pytest.approx(1.099)]  # the 1-byte burst of rate 0, then 1 kB/s
 
 
 def test_local_callers() -> None:

@@ -108,7 +108,10 @@ def test_pull_and_report_queries_in_v1_order_unescaped(
     )
     later = [p.path for p in pulls if "status=701" in p.path]
     assert later, "no pull reported a piece"
-    pattern = rf"/peer/task\?srcCid={CID}&dstCid={re.escape(scripted.cdn_cid)}&range=\d+-\d+&result=503&status=701&taskId={scripted.task_id}"
+    pattern = (
+        rf"/peer/task\?srcCid={CID}&dstCid={re.escape(scripted.cdn_cid)}"
+        rf"&range=\d+-\d+&result=503&status=701&taskId={scripted.task_id}"
+    )
     assert all(re.fullmatch(pattern, p) for p in later), later
     reports = [r.path for r in scripted.of("/peer/piece/suc")]
     assert len(reports) == scripted.count

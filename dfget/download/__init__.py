@@ -30,7 +30,6 @@ from dfget.download.p2p import (
     task_key,
 )
 from dfget.download.progress import Progress
-from dfget.download.ratelimit import TokenBucket
 from dfget.download.resume import Journal, collect_garbage
 from dfget.download.source import SourceFetcher, parse_header_option
 from dfget.download.target import Target, work_path_beside
@@ -45,6 +44,7 @@ from dfget.errors import (
     UsageError,
 )
 from dfget.httpwire import Pool, tls_context
+from dfget.ratelimit import TokenBucket
 from dfget.redact import redact_url
 from dfget.supernode_client import node_order
 from dfget.units import format_duration

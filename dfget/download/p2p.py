@@ -29,7 +29,6 @@ from dfget.download.accounting import SOURCE, Accounting
 from dfget.download.cancel import Cancel, Cancelled
 from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
 from dfget.download.progress import Progress
-from dfget.download.ratelimit import TokenBucket
 from dfget.download.target import Target
 from dfget.errors import DfgetError, ExitCode
 from dfget.httpwire import Pool
@@ -49,6 +48,7 @@ from dfget.protocol import (
     STATUS_RUNNING,
     STATUS_START,
 )
+from dfget.ratelimit import TokenBucket
 from dfget.supernode_client import (
     PieceTask,
     Registration,

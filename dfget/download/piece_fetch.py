@@ -16,7 +16,6 @@ from dfget import PROTOCOL_VERSION
 from dfget.download.accounting import CDN, PEER, SOURCE
 from dfget.download.cancel import Cancel
 from dfget.download.progress import Progress
-from dfget.download.ratelimit import TokenBucket
 from dfget.download.target import Target
 from dfget.httpwire import Endpoint, Pool, WireError
 from dfget.pieces import (
@@ -30,6 +29,7 @@ from dfget.pieces import (
     raw_offset,
 )
 from dfget.protocol import CDN_SOURCE_SOURCE, ERROR_FILE_MD5_NOT_MATCH, ERROR_FILE_NOT_EXIST
+from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS
 from dfget.supernode_client import PieceTask
 

@@ -25,7 +25,6 @@ from dfget import PROTOCOL_VERSION
 from dfget.download.accounting import SOURCE, Accounting
 from dfget.download.cancel import Cancel, Cancelled
 from dfget.download.progress import Progress
-from dfget.download.ratelimit import TokenBucket
 from dfget.download.target import Target
 from dfget.errors import (
     DfgetError,
@@ -35,6 +34,7 @@ from dfget.errors import (
     source_http_error,
 )
 from dfget.httpwire import Endpoint, Pool, Response, WireError
+from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, redact_url
 
 log = logging.getLogger("dfget.source")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from dfget.uploader.ratelimit import TokenBucket
+from dfget.ratelimit import TokenBucket
 
 ZSTD_LEVEL = 3
 MIN_SAVING = 0.10
@@ -110,7 +110,7 @@ def _send_bytes(sock: socket.socket, data: bytes, bucket: TokenBucket | None) ->
     view = memoryview(data)
     for start in range(0, len(view), bucket.chunk):
         chunk = view[start : start + bucket.chunk]
-        bucket.acquire(len(chunk))
+        bucket.consume(len(chunk))
         sock.sendall(chunk)
 
 
@@ -119,7 +119,7 @@ def _send_file_range(sock: socket.socket, body: Body, bucket: TokenBucket | None
     while remaining > 0:
         step = remaining if bucket is None else min(remaining, bucket.chunk)
         if bucket is not None:
-            bucket.acquire(step)
+            bucket.consume(step)
         sent = _sendfile(sock, body.fd, offset, step)
         if sent < step:
             raise ShortFile(f"file ended {remaining - sent} bytes early")

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from dfget.ratelimit import TokenBucket
 from dfget.uploader import ratelimit
 from dfget.uploader.options import ServerOptions
-from dfget.uploader.ratelimit import TokenBucket
 from dfget.uploader.store import Task, TaskStore
 
 log = logging.getLogger("dfget.uploader")
