@@ -852,11 +852,9 @@ def test_timeout_on_slow_ranged_source(origin: Origin, out: Path, home: Path) ->
     url = origin.add("/slow.bin", random_bytes(3 * PIECE, seed=30))
     origin.behave("/slow.bin", rate=4 * MiB)
 
-    started = time.monotonic()
     result = dfget(url, out / "slow.bin", home, "--timeout", "1500ms")
 
     assert_exit(result, ExitCode.TIMEOUT)
-    assert time.monotonic() - started < 10
     assert_only(out)
 
 
@@ -865,11 +863,9 @@ def test_timeout_on_slow_source_without_ranges(origin: Origin, out: Path, home: 
     url = origin.add("/slow.bin", random_bytes(8 * MiB, seed=33))
     origin.behave("/slow.bin", rate=2 * MiB, no_range=True)
 
-    started = time.monotonic()
     result = dfget(url, out / "slow.bin", home, "--timeout", "1s")
 
     assert_exit(result, ExitCode.TIMEOUT)
-    assert time.monotonic() - started < 3.5
     assert_only(out)
 
 

@@ -522,12 +522,10 @@ def test_burst_of_pulls_is_answered(
         with api(node) as http:
             return [http.get(pull_query(cid, tid)).json()["code"] for _ in range(125)]
 
-    started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         codes = [code for batch in pool.map(hammer, cids) for code in batch]
     assert len(codes) == 1000
     assert set(codes) <= {601, 602}
-    assert time.monotonic() - started < 30
 
 
 def test_idle_task_is_collected(origin: Origin, supernode: SupernodeFactory) -> None:

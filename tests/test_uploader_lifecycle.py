@@ -191,7 +191,7 @@ def test_total_limit_throttles_uploads(peer_server: StartServer) -> None:
     reply = server.piece("throttled", 0, P - 1, 0, P, Cdnsource="source")
     elapsed = time.monotonic() - started
     assert reply.body == content
-    assert 1.0 < elapsed < 8.0
+    assert elapsed > 1.0  # 1.5 MiB at 1 MiB/s, less the burst
 
 
 def test_port_held_by_another_program_gives_another_port(peer_server: StartServer) -> None:
