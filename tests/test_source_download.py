@@ -963,3 +963,15 @@ def test_locallimit(origin: Origin, out: Path, home: Path) -> None:
     assert_ok(result)
     assert (out / "limited.bin").read_bytes() == data
     assert_only(out, "limited.bin")
+
+
+def test_showbar_draws_progress_on_stderr_only(origin: Origin, out: Path, home: Path) -> None:
+    data = random_bytes(6 * MiB, seed=41)
+    url = origin.add("/bar.bin", data)
+    origin.behave("/bar.bin", rate=8 * MiB)  # long enough for the bar to be drawn
+    result = dfget(url, out / "bar.bin", home, "--showbar")
+    assert_ok(result)
+    assert b"%|" in result.stderr and b"bar.bin" in result.stderr  # tqdm's bar
+    assert b"%|" not in result.stdout
+    quiet = dfget(url, out / "quiet.bin", home)
+    assert b"%|" not in quiet.stderr  # not a terminal and no --showbar: no bar
