@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,12 +155,35 @@ class Fill:
             raise CdnError(f"fetching {self._source.url}: {exc}") from exc
 
 
+class _StreamMd5:
+    """md5 of the raw stream in its own thread, so it runs beside the piece md5s on another
+    core (measured: the fill ran at ~130 MiB/s with both md5s in the fetching thread)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.md5()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="cdn-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._hash.hexdigest()
+
+
 def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> CdnResult:
     """Cut the body into wrapped pieces at ``k*P`` and check length and md5 at the end."""
     piece_size = layout.piece_size
     capacity = piece_size - FRAME_OVERHEAD
     layout.path.parent.mkdir(parents=True, exist_ok=True)
-    raw_md5 = hashlib.md5()
+    raw_md5 = _StreamMd5()
     buffer = bytearray(capacity)
     filled = pieces = total = 0
     try:
@@ -167,13 +191,14 @@ def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> C
         layout.path.unlink(missing_ok=True)
         fd = os.open(layout.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
+        raw_md5.hexdigest()
         raise CdnError(f"cannot create {layout.path}: {exc}") from exc
 
     def emit(data: bytes) -> None:
         nonlocal pieces
+        raw_md5.update(data)
         parts = (frame_head(len(data), piece_size), data, TAIL)
         os.pwritev(fd, parts, pieces * piece_size)
-        raw_md5.update(data)
         layout.on_piece(pieces, piece_md5(parts))
         pieces += 1
 
@@ -197,9 +222,9 @@ def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> C
         raise CdnError(f"writing {layout.path}: {exc}") from exc
     finally:
         os.close(fd)
+        digest = raw_md5.hexdigest()
     if layout.expected_length > 0 and total != layout.expected_length:
         raise CdnError(f"source sent {total} bytes, expected {layout.expected_length}")
-    digest = raw_md5.hexdigest()
     if layout.expected_md5 and digest != layout.expected_md5:
         raise CdnError(f"source md5 {digest} does not match the expected {layout.expected_md5}")
     return CdnResult(total, digest, pieces, total + FRAME_OVERHEAD * pieces)
