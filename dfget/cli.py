@@ -93,6 +93,29 @@ Exit codes:
 """
 
 
+SERVER_EXAMPLES = """\b
+Examples:
+  # Normally started by dfget itself; by hand, on a fixed port for 10 minutes per file:
+  dfget server --home /var/lib/dragonfly --ip 10.0.0.5 --port 15001 --expiretime 10m
+  # Limit what this host uploads to other peers:
+  dfget server --home ~/.small-dragonfly --totallimit 50M
+"""
+
+SUPERNODE_EXAMPLES = """\b
+Examples:
+  # Local CDN: the supernode fetches each blob once and serves pieces on port 8001:
+  dfget supernode --port 8002 --download-port 8001 --advertise-ip 10.0.0.1
+  # Source pattern: peers fetch from the origin, one client per piece at a time:
+  dfget supernode --cdn-pattern source --listen-ip :: --advertise-ip 10.0.0.1
+"""
+
+TRACE_EXAMPLES = """\b
+Examples:
+  dfget -u URL -o layer.tar.gz --trace /tmp/pull.jsonl.zst
+  dfget trace /tmp/pull.jsonl.zst --slowest 10
+"""
+
+
 class SectionedGroup(click.Group):
     """A group whose own options are listed in sections (Source, P2P, Limits, ...)."""
 
@@ -349,7 +372,7 @@ def cli(ctx: click.Context, **values: object) -> None:
     ctx.exit(run(settings))
 
 
-@cli.command()
+@cli.command(epilog=SERVER_EXAMPLES)
 @click.option(
     "--data", type=click.Path(path_type=Path), help="Data directory (default <home>/data)."
 )
@@ -393,7 +416,7 @@ def server(**values: object) -> None:
     sys.exit(serve(ServerOptions(**values)))  # type: ignore[arg-type]
 
 
-@cli.command()
+@cli.command(epilog=SUPERNODE_EXAMPLES)
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8002, show_default=True, help="API port."
 )
@@ -490,7 +513,7 @@ def supernode(**values: object) -> None:
     sys.exit(run(SupernodeOptions(**values)))  # type: ignore[arg-type]
 
 
-@cli.command()
+@cli.command(epilog=TRACE_EXAMPLES)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--slowest",
