@@ -69,8 +69,7 @@ class Origin:
         self.stats = Stats()
         self.lock = threading.Lock()
         self.total_rate = total_rate
-        self._bucket_time = time.monotonic()
-        self._bucket_bytes = 0.0
+        self._next_free = time.monotonic()
         handler = _make_handler(self)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -123,19 +122,19 @@ class Origin:
         self.server.server_close()
 
     def _throttle_total(self, nbytes: int) -> None:
-        """Shared egress cap for all connections (a simple leaky bucket)."""
+        """Shared egress cap for all connections: each chunk reserves its slot on one timeline.
+
+        The time spent sending counts towards the slot, so one connection alone gets the whole
+        cap (sleeping the full chunk time after each send would lose the send time).
+        """
         if not self.total_rate:
             return
         with self.lock:
             now = time.monotonic()
-            self._bucket_bytes = max(
-                0.0, self._bucket_bytes - (now - self._bucket_time) * self.total_rate
-            )
-            self._bucket_time = now
-            self._bucket_bytes += nbytes
-            delay = self._bucket_bytes / self.total_rate
-        if delay > 0.001:
-            time.sleep(delay)
+            start = max(now, self._next_free)
+            self._next_free = start + nbytes / self.total_rate
+        if start - now > 0.0005:
+            time.sleep(start - now)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:

@@ -21,7 +21,10 @@ held every piece. This scheduler is built around the opposite rule:
 The class is pure and deterministic, so a fleet-scale discrete-event simulation can drive it:
 no I/O, no clock (callers pass ``now``), randomness only from its seeded ``random.Random``, and
 every collection walked during a decision is insertion-ordered (no ``set`` iteration, whose order
-depends on string hashing). A decision costs O(pieces + holders examined).
+depends on string hashing). A decision costs O(pieces + holders examined), and the holders examined
+beyond the samples are capped by ``scan_limit``, so it stays well under a millisecond at 10,000
+holders (tests/bench/simulate.py --scale measures it). Memory per task is about 12 bytes per
+(holder, piece) plus a few hundred bytes per client.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import enum
 import heapq
 import random
+from array import array
 from dataclasses import dataclass, field
 
 UPSTREAM = "\x00upstream"
@@ -86,6 +90,9 @@ class SchedulerConfig:
     """A holder with this many consecutive upload failures is no longer handed out."""
     sample: int = 3
     """Holders sampled per piece before a full scan."""
+    scan_limit: int = 256
+    """Holders one decision examines in full scans, beyond the samples. Bounds a decision's cost
+    at any fleet size; past it, a piece whose sampled holders are all saturated counts as busy."""
 
 
 @dataclass(slots=True)
@@ -101,6 +108,9 @@ class _Client:
 
     done: bytearray
     serves: bool
+    pos: array[int]
+    """Per piece: this client's index in that piece's holder list, -1 when not listed (an array,
+    not a dict per piece: 4 bytes per piece instead of ~50 at 10,000 holders)."""
     done_count: int = 0
     running: dict[int, _Run] = field(default_factory=dict)
     blacklist: set[str] = field(default_factory=set)
@@ -130,12 +140,12 @@ class Scheduler:
         self._ready = bytearray()
         self._ready_count = 0
         self._holders: list[list[str]] = []
-        self._holder_pos: list[dict[str, int]] = []
         self._fetchers: dict[int, dict[str, float]] = {}
         self._upstream_load = 0
         self._clients: dict[str, _Client] = {}
         self._expiry: list[tuple[float, int, str, int]] = []
         self._seq = 0
+        self._scan_left = 0
         if piece_count:
             self._grow(piece_count)
 
@@ -183,12 +193,13 @@ class Scheduler:
         """Add a client (idempotent). ``serves``: it runs a peer server others can fetch from."""
         client = self._clients.get(cid)
         if client is None:
-            self._clients[cid] = _Client(done=bytearray(self._size), serves=serves)
+            pos = array("i", [-1]) * self._size
+            self._clients[cid] = _Client(done=bytearray(self._size), serves=serves, pos=pos)
         elif client.serves != serves:
             client.serves = serves
             if serves:
                 for piece in self._done_pieces(client):
-                    self._add_holder(piece, cid)
+                    self._add_holder(piece, cid, client)
             else:
                 self._withdraw(cid, client)
 
@@ -217,6 +228,16 @@ class Scheduler:
         client.serves = False
         self._withdraw(cid, client)
         return True
+
+    def stop_running(self, cid: str) -> None:
+        """The client ended its download (it reported the result, or gave up): the pieces it
+        was fetching will never be reported, so others need not wait for them."""
+        client = self._clients.get(cid)
+        if client is None:
+            return
+        for piece, run in client.running.items():
+            self._release(cid, piece, run)
+        client.running.clear()
 
     def remove_client(self, cid: str) -> None:
         """Forget a client entirely (garbage collection)."""
@@ -255,7 +276,7 @@ class Scheduler:
             if source is not None:
                 source.service_errors = 0
             if client.serves:
-                self._add_holder(piece, cid)
+                self._add_holder(piece, cid, client)
             return True
         # A failure only counts for the run it belongs to: Go dfget may repeat a stale result.
         if run is None or (holder is not None and run.holder != holder):
@@ -280,23 +301,36 @@ class Scheduler:
         client.last_seen = now
         if self._count is not None and client.done_count >= self._count:
             return Decision(Outcome.FINISHED)
+        done, ready, holders = client.done, self._ready, self._holders
+        if len(client.running) >= self.config.down_limit:
+            # Only whether anything is available matters: no candidates to rank.
+            for piece in range(self._size):
+                if not done[piece] and (ready[piece] or holders[piece]):
+                    return Decision(Outcome.LIMITED)
+            return Decision(Outcome.NOTHING_AVAILABLE)
+        upstream_full = self._upstream_load >= self.config.upstream_limit
         candidates: list[tuple[int, float, int]] = []
-        needed = False
+        needed = blocked = False
         for piece in range(self._size):
-            if client.done[piece] or not (self._ready[piece] or self._holders[piece]):
+            held = holders[piece]
+            if done[piece] or not (held or ready[piece]):
                 continue
             needed = True
-            if piece not in client.running:
-                rarity = len(self._holders[piece]) + len(self._fetchers.get(piece, ()))
-                candidates.append((rarity, self._rng.random(), piece))
+            if piece in client.running:
+                continue
+            fetchers = self._fetchers.get(piece)
+            if not held and (upstream_full or self._fetched_by_others(cid, fetchers, now)):
+                blocked = True  # only upstream has it, and upstream cannot take it now
+                continue
+            rarity = len(held) + (len(fetchers) if fetchers else 0)
+            candidates.append((rarity, self._rng.random(), piece))
         if not needed:
             return Decision(Outcome.NOTHING_AVAILABLE)
-        if len(client.running) >= self.config.down_limit:
-            return Decision(Outcome.LIMITED)
         if not candidates:
-            return Decision(Outcome.ALL_RUNNING)
+            return Decision(Outcome.NO_HOLDER if blocked else Outcome.ALL_RUNNING)
         heapq.heapify(candidates)
         skip: dict[str, bool] = {}
+        self._scan_left = self.config.scan_limit
         assignments: list[Assignment] = []
         while candidates and len(client.running) < self.config.down_limit:
             piece = heapq.heappop(candidates)[2]
@@ -320,13 +354,18 @@ class Scheduler:
             return None
         if not self._ready[piece] or self._upstream_load >= self.config.upstream_limit:
             return None
-        fetchers = self._fetchers.get(piece)
-        if fetchers and any(
-            other != cid and now - started < self.config.fetch_wait
-            for other, started in fetchers.items()
-        ):
+        if self._fetched_by_others(cid, self._fetchers.get(piece), now):
             return None
         return UPSTREAM
+
+    def _fetched_by_others(self, cid: str, fetchers: dict[str, float] | None, now: float) -> bool:
+        """Another client fetches this piece upstream and others should wait for it."""
+        if not fetchers:
+            return False
+        return any(
+            other != cid and now - started < self.config.fetch_wait
+            for other, started in fetchers.items()
+        )
 
     def _pick_peer(
         self, cid: str, client: _Client, piece: int, skip: dict[str, bool]
@@ -334,28 +373,45 @@ class Scheduler:
         """The least loaded usable holder of a piece, and whether a usable one was busy.
 
         A random sample is tried first (power of d choices spreads load well at any scale);
-        only when it has nobody free are all holders scanned, from a random offset so ties
-        stay random. ``skip`` caches, for this decision, holders that cannot serve this client
-        (value False: gone, blacklisted or eliminated; True: saturated); loads only grow within
-        a decision, so a cached holder stays unusable.
+        only when it has nobody free are the holders scanned, from a random offset so ties
+        stay random, for the first free one (nearly everybody is saturated then), at most
+        ``scan_limit`` holders per decision: when most of 10,000 holders are saturated,
+        unbounded scans cost tens of milliseconds per decision. A piece whose scan was cut
+        short without finding a free holder counts as busy. A short list (no sample) is
+        scanned whole for the least loaded holder. ``skip`` caches, for this decision, holders
+        that cannot serve this client (value False: gone, blacklisted or eliminated; True:
+        saturated); loads only grow within a decision, so a cached holder stays unusable.
         """
         holders = self._holders[piece]
         count = len(holders)
-        if count > self.config.sample:
-            sampled = [holders[i] for i in self._rng.sample(range(count), self.config.sample)]
-            best, busy = self._least_loaded(cid, client, sampled, skip)
-            if best is not None:
-                return best, busy
+        if count <= self.config.sample:
+            return self._least_loaded(cid, client, holders, skip, False)[:2]
+        sampled = self._rng.choices(holders, k=self.config.sample)
+        best, busy, _ = self._least_loaded(cid, client, sampled, skip, False)
+        if best is not None:
+            return best, busy
+        budget = min(count, self._scan_left)
+        if budget <= 0:
+            return None, True
         offset = self._rng.randrange(count)
-        return self._least_loaded(cid, client, holders[offset:] + holders[:offset], skip)
+        order = holders[offset : offset + budget]
+        if len(order) < budget:
+            order += holders[: budget - len(order)]
+        best, busy_scan, examined = self._least_loaded(cid, client, order, skip, True)
+        self._scan_left -= examined
+        return best, busy or busy_scan or (best is None and budget < count)
 
     def _least_loaded(
-        self, cid: str, client: _Client, order: list[str], skip: dict[str, bool]
-    ) -> tuple[str | None, bool]:
+        self, cid: str, client: _Client, order: list[str], skip: dict[str, bool], first: bool
+    ) -> tuple[str | None, bool, int]:
+        """The least loaded usable holder in ``order`` (``first``: the first free one), whether
+        a usable one was saturated, and how many holders were examined."""
         best: str | None = None
         best_load = self.config.up_limit
         busy = False
+        examined = 0
         for holder in order:
+            examined += 1
             cached = skip.get(holder)
             if cached is not None:
                 busy = busy or cached
@@ -373,9 +429,9 @@ class Scheduler:
                 skip[holder] = busy = True
             elif source.load < best_load:
                 best, best_load = holder, source.load
-                if best_load == 0:
+                if best_load == 0 or first:
                     break
-        return best, busy
+        return best, busy, examined
 
     # ---- bookkeeping -----------------------------------------------------------------------
 
@@ -391,34 +447,33 @@ class Scheduler:
         extra = size - self._size
         self._ready.extend(bytes(extra))
         self._holders.extend([] for _ in range(extra))
-        self._holder_pos.extend({} for _ in range(extra))
         for client in self._clients.values():
             client.done.extend(bytes(extra))
+            client.pos.extend(array("i", [-1]) * extra)
         self._size = size
 
     def _done_pieces(self, client: _Client) -> list[int]:
         return [piece for piece in range(self._size) if client.done[piece]]
 
-    def _add_holder(self, piece: int, cid: str) -> None:
-        positions = self._holder_pos[piece]
-        if cid not in positions:
-            positions[cid] = len(self._holders[piece])
+    def _add_holder(self, piece: int, cid: str, client: _Client) -> None:
+        if client.pos[piece] < 0:
+            client.pos[piece] = len(self._holders[piece])
             self._holders[piece].append(cid)
 
-    def _remove_holder(self, piece: int, cid: str) -> None:
-        positions = self._holder_pos[piece]
-        index = positions.pop(cid, None)
-        if index is None:
+    def _remove_holder(self, piece: int, client: _Client) -> None:
+        index = client.pos[piece]
+        if index < 0:
             return
+        client.pos[piece] = -1
         holders = self._holders[piece]
         last = holders.pop()
         if index < len(holders):
             holders[index] = last
-            positions[last] = index
+            self._clients[last].pos[piece] = index
 
     def _withdraw(self, cid: str, client: _Client) -> None:
         for piece in self._done_pieces(client):
-            self._remove_holder(piece, cid)
+            self._remove_holder(piece, client)
 
     def _penalise(self, cid: str, client: _Client, holder: str) -> None:
         client.errors += 1
