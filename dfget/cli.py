@@ -61,7 +61,15 @@ SECTIONS = {
         "filters",
         "connections",
     ],
-    "P2P": ["pattern", "nodes", "notbs", "dfdaemon", "callsystem", "config"],
+    "P2P": [
+        "pattern",
+        "nodes",
+        "notbs",
+        "supernode_credentials",
+        "dfdaemon",
+        "callsystem",
+        "config",
+    ],
     "Limits": ["locallimit", "minrate", "totallimit", "timeout", "clientqueue"],
     "Resume": ["resume", "partial_max_age", "partial_budget"],
     "Output": ["showbar", "quiet", "as_json", "trace", "console", "verbose"],
@@ -220,6 +228,15 @@ class SectionedGroup(click.Group):
 )
 @click.option(
     "--notbs", is_flag=True, help="Never fall back to the source; fail (exit 80) instead."
+)
+@click.option(
+    "--supernode-credentials/--no-supernode-credentials",
+    default=True,
+    show_default=True,
+    help="Send Authorization, Cookie and the other credential headers to the supernode too, as "
+    "v1 does: its CDN fetches the file with them. --no-supernode-credentials keeps them on this "
+    "host, for a supernode in the source pattern (peers fetch from the origin themselves); a "
+    "supernode that must fetch a protected file then cannot, and dfget uses the source.",
 )
 @click.option("--dfdaemon", is_flag=True, help="Mark the request as coming from dfdaemon.")
 @click.option("--callsystem", default="", help="Caller name reported to the supernode.")

@@ -84,6 +84,7 @@ class Settings:
     cacerts: tuple[str, ...] = ()
     insecure: bool = False
     notbs: bool = False
+    supernode_credentials: bool = True  # the user's credential headers go into the registration
     dfdaemon: bool = False
     locallimit: int = 0
     minrate: int = DEFAULT_MINRATE

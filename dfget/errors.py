@@ -101,14 +101,19 @@ def source_http_error(url: str, status: int, detail: str = "") -> SourceHTTPErro
 class DigestMismatchError(DfgetError):
     exit_code = ExitCode.DIGEST_MISMATCH
 
-    def __init__(self, algorithm: str, expected: str, actual: str) -> None:
+    def __init__(self, algorithm: str, expected: str, actual: str, suspects: str = "") -> None:
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
-        super().__init__(
+        message = (
             f"{algorithm} digest mismatch: expected {algorithm}:{expected}, "
             f"got {algorithm}:{actual}"
         )
+        super().__init__(f"{message}; suspect: {suspects}" if suspects else message)
+
+    def blaming(self, suspects: str) -> DigestMismatchError:
+        """The same mismatch, naming where the suspect bytes came from."""
+        return DigestMismatchError(self.algorithm, self.expected, self.actual, suspects)
 
 
 class P2PFailedError(DfgetError):

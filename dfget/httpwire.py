@@ -252,7 +252,7 @@ class Connection:
         del self._buffer[: end + 4]
         status_line, *lines = head.split("\r\n")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _digits(parts[1]):
             raise WireError(f"bad status line {status_line[:80]!r}")
         raw = []
         for line in lines:
@@ -291,10 +291,10 @@ class Connection:
         elif "chunked" in encoding:
             response._chunked = True
         elif "content-length" in response_headers:
-            try:
-                length = int(response_headers["content-length"])
-            except ValueError as exc:
-                raise WireError("bad Content-Length") from exc
+            value = response_headers["content-length"]
+            if not _digits(value):  # not int(): it takes "-5", "1_0" and "²" (ValueError)
+                raise WireError(f"bad Content-Length {value[:40]!r}")
+            length = int(value)
             response._remaining = length
             if length == 0:
                 response._done = True
@@ -387,3 +387,7 @@ def iter_body(response: Response, chunk: int = 1 << 20) -> Iterator[memoryview]:
         if not count:
             return
         yield buffer[:count]
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()

@@ -86,7 +86,7 @@ class PieceRange:
     @classmethod
     def parse(cls, text: str) -> PieceRange:
         start_text, sep, end_text = text.partition("-")
-        if not sep or not start_text.isdigit() or not end_text.isdigit():
+        if not sep or not _digits(start_text) or not _digits(end_text):
             raise RangeError(f"invalid range {text!r}")
         start, end = int(start_text), int(end_text)
         if end < start:
@@ -148,7 +148,7 @@ def parse_range_header(value: str) -> PieceRange:
     if not sep or unit.strip().lower() != "bytes" or "," in spec or spec.count("-") != 1:
         raise RangeError(f"unsupported Range {value!r}")
     start_text, _, end_text = spec.strip().partition("-")
-    if not (start_text.isdigit() and end_text.isdigit()):
+    if not (_digits(start_text) and _digits(end_text)):
         raise RangeError(f"unsupported Range {value!r}")
     start, end = int(start_text), int(end_text)
     if end <= start:
@@ -188,3 +188,8 @@ def raw_request_slice(rng: PieceRange, file_size: int) -> ServedSlice:
     if rng.start >= file_size:
         raise RangeError("range not satisfiable")
     return ServedSlice(rng.start, min(rng.length, file_size - rng.start))
+
+
+def _digits(text: str) -> bool:
+    """Plain ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` then rejects."""
+    return text.isascii() and text.isdigit()

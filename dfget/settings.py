@@ -114,6 +114,7 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         cacerts=cacerts,
         insecure=bool(values["insecure"]),
         notbs=bool(values["notbs"]),
+        supernode_credentials=bool(values["supernode_credentials"]),
         dfdaemon=bool(values["dfdaemon"]),
         locallimit=int(pick("locallimit", config.locallimit)),  # type: ignore[call-overload]
         minrate=int(pick("minrate", config.minrate)),  # type: ignore[call-overload]

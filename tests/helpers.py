@@ -140,3 +140,18 @@ def settle(measure: Callable[[], int], limit: int, timeout: float = 10.0) -> int
         time.sleep(0.1)
         value = measure()
     return value
+
+
+def peer_port(host: str = "127.0.0.1") -> int:
+    """A currently free port in 15000-65000, where the supernode accepts peer servers."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 65000)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-65000")

@@ -225,15 +225,17 @@ def test_symlink_planted_in_data_dir_is_not_followed(server: PeerServer, tmp_pat
     assert secret.exists()
 
 
-def test_data_dir_outside_home_is_ignored(server: PeerServer, tmp_path: Path) -> None:
+def test_data_dir_outside_home_is_refused(server: PeerServer, tmp_path: Path) -> None:
+    """Only the dfget of another work home names one (our port was in its stale meta file):
+    refused, it starts a server of its own instead of registering pieces we cannot find."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "outside.service").write_bytes(b"x" * 100)
-    assert server.get("/check/outside", {"Datadir": str(outside)}).status == 200
+    assert server.get("/check/outside", {"Datadir": str(outside)}).status == 403
     assert server.piece("outside", 0, P - 1, 0, P).status == 404
     link = server.home / "link-out"
     link.symlink_to(outside)  # inside the home by name, outside once resolved
-    assert server.get("/check/outside", {"Datadir": str(link)}).status == 200
+    assert server.get("/check/outside", {"Datadir": str(link)}).status == 403
     assert server.piece("outside", 0, P - 1, 0, P).status == 404
 
 

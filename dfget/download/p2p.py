@@ -42,6 +42,7 @@ from dfget.protocol import (
     CODE_SUCCESS,
     CODE_URL_NOT_REACHABLE,
     CODE_WAIT_AUTH,
+    ERROR_FILE_MD5_NOT_MATCH,
     RESULT_FAILED,
     RESULT_INVALID,
     RESULT_SEMI_SUCCESS,
@@ -49,6 +50,7 @@ from dfget.protocol import (
     STATUS_START,
 )
 from dfget.ratelimit import TokenBucket
+from dfget.redact import SENSITIVE_HEADERS, Scrubber
 from dfget.supernode_client import (
     PieceTask,
     Registration,
@@ -125,6 +127,18 @@ class _Report:
     status: int = STATUS_START
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Raw bytes [start, end) that a peer or the CDN delivered: suspects if the file's digest
+    turns out wrong although every piece passed its own checks."""
+
+    start: int
+    end: int
+    kind: str
+    holder: str
+    task: PieceTask
+
+
 @dataclass
 class P2PState:
     """What survives a migration between supernodes."""
@@ -163,6 +177,7 @@ class P2PDownload:
         self.target = target
         self.server_port = server_port
         self.headers = list(headers)
+        self.scrub = Scrubber(settings.url, self.headers)  # for what supernodes say back
         self.accounting = accounting
         self.progress = progress
         self.bucket = bucket
@@ -170,6 +185,7 @@ class P2PDownload:
         self.pool = pool
         self.on_registered = on_registered
         self.state = P2PState()
+        self.delivered: list[Delivery] = []
         self.http = new_http_client()
         self._results: queue.SimpleQueue[PieceResult | BaseException] = queue.SimpleQueue()
         self._success_reports: queue.SimpleQueue[tuple[SupernodeClient, str, str, str] | None] = (
@@ -203,8 +219,13 @@ class P2PDownload:
             body["identifier"] = s.identifier
         if s.callsystem:
             body["callSystem"] = s.callsystem
-        if s.headers:
-            body["headers"] = [f"{n}: {v}" for n, v in self.headers]
+        headers = [
+            f"{n}: {v}"
+            for n, v in self.headers
+            if s.supernode_credentials or n.lower() not in SENSITIVE_HEADERS
+        ]
+        if headers:
+            body["headers"] = headers
         if s.dfdaemon:
             body["dfdaemon"] = True
         if s.insecure:
@@ -225,7 +246,7 @@ class P2PDownload:
                 try:
                     code, registration, msg = client.register(self.register_body(node))
                 except SupernodeError as exc:
-                    errors.append(str(exc))
+                    errors.append(self.scrub(str(exc)))
                     break
                 if code == CODE_WAIT_AUTH:
                     time.sleep(1)
@@ -244,7 +265,7 @@ class P2PDownload:
                     return registration
                 if code == CODE_NEED_AUTH:
                     raise NeedAuth(f"supernode {node.address}: the source requires authentication")
-                errors.append(f"{node.address}: code {code} {msg}".strip())
+                errors.append(self.scrub(f"{node.address}: code {code} {msg}".strip()))
                 if code == CODE_URL_NOT_REACHABLE:
                     raise P2PFallback(REASON_REGISTER_FAILED, "; ".join(errors))
                 break
@@ -302,6 +323,7 @@ class P2PDownload:
         report = _Report()
         backoff = _Backoff()
         in_flight: dict[int, PieceTask] = {}
+        reassigned: dict[int, PieceTask] = {}
         pending: deque[_Report] = deque()
         stall = _StallWatch(self.progress)
         failures: dict[int, int] = {}
@@ -347,6 +369,11 @@ class P2PDownload:
                             in_flight[task.piece_num] = task
                             workers.submit(task)
                             started += 1
+                        else:
+                            # Assigned again while a fetch from before a migration still runs:
+                            # this supernode waits for a result of its own assignment, and a
+                            # failure naming the old holder would not release it.
+                            reassigned[task.piece_num] = task
                 elif answer.code not in (CODE_PEER_WAIT, CODE_PEER_LIMITED, CODE_SUCCESS):
                     report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
                     continue
@@ -359,6 +386,7 @@ class P2PDownload:
                 for result in self._drain(wait):
                     in_flight.pop(result.task.piece_num, None)
                     self._account(result)
+                    again = reassigned.pop(result.task.piece_num, None)
                     if result.ok:
                         backoff.reset()
                         pending.append(
@@ -379,20 +407,29 @@ class P2PDownload:
                                 f"piece {result.task.piece_num} failed {count} times, last from "
                                 f"{result.kind} {result.holder}: {result.error}",
                             )
-                        pending.appendleft(
-                            _Report(
-                                result.task.cid, result.task.range, RESULT_FAILED, STATUS_RUNNING
+                        if again is not None:
+                            in_flight[again.piece_num] = again
+                            workers.submit(again)
+                        else:
+                            pending.appendleft(
+                                _Report(
+                                    result.task.cid,
+                                    result.task.range,
+                                    RESULT_FAILED,
+                                    STATUS_RUNNING,
+                                )
                             )
-                        )
                 if pending:
                     report = pending.popleft()
         finally:
             # Stop fetches still running (the source may take over their ranges) and wait.
             self.cancel.cancel()
             workers.close()
+            self._account_stragglers()
 
     def _migrate(self, why: str) -> _Report:
         """Re-register elsewhere, keeping every piece already on disk; the next pull starts over."""
+        why = self.scrub(why)
         current = self.client.node.address if self.client else ""
         log.warning("supernode %s: %s; migrating", current, why)
         if len(self.nodes) <= 1:
@@ -403,6 +440,17 @@ class P2PDownload:
             raise P2PFallback(REASON_P2P_ERROR, f"supernode {current}: {why}; {exc}") from exc
         self._adopt(registration)
         return _Report()
+
+    def _account_stragglers(self) -> None:
+        """Pieces that landed while the loop was leaving are on disk, and the source will not
+        fetch them again: count them (and report them) like any other."""
+        while True:
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, PieceResult) and item.ok:
+                self._account(item)
 
     def _have(self, task: PieceTask) -> bool:
         start = self.layout.offset(task.piece_num)
@@ -458,6 +506,10 @@ class P2PDownload:
             )
             if result.kind == SOURCE:
                 self.accounting.why_source("the supernode assigned the piece to the source")
+            else:
+                self.delivered.append(
+                    Delivery(result.start, result.end, result.kind, result.holder, task)
+                )
             return
         self.accounting.failure(
             result.kind,
@@ -488,7 +540,46 @@ class P2PDownload:
                     task.md5 if result.real_md5 else "",
                 )
             except SupernodeError as exc:
-                log.info("piece error report for %s %s failed: %s", kind, endpoint_holder, exc)
+                log.info(
+                    "piece error report for %s %s failed: %s",
+                    kind,
+                    endpoint_holder,
+                    self.scrub(str(exc)),
+                )
+
+    def report_corrupt(self, delivery: Delivery) -> None:
+        """Tell the supernode a holder's piece was wrong (found after the download, when the
+        file digest failed and the source's bytes differed from the holder's)."""
+        registration = self.state.registration
+        if self.client is None or registration is None:
+            return
+        task = delivery.task
+        try:
+            self.client.piece_error(
+                ERROR_FILE_MD5_NOT_MATCH,
+                self.identity.cid,
+                task.cid,
+                task.peer_ip,
+                registration.task_id,
+                task.range,
+            )
+        except SupernodeError as exc:
+            log.info(
+                "corrupt piece report for %s failed: %s", delivery.holder, self.scrub(str(exc))
+            )
+
+    def withdraw(self) -> None:
+        """The download failed and its pieces left our peer server: tell the supernode, which
+        would otherwise keep sending peers to us for pieces we no longer serve."""
+        registration = self.state.registration
+        if not self.server_port or registration is None:
+            return
+        from dfget.uploader import client
+
+        if not client.service_down(
+            registration.node.address, registration.task_id, self.identity.cid
+        ):
+            log.info("service-down report to %s failed", registration.node.address)
 
     def _report_successes(self) -> None:
         """/peer/piece/suc in the background, 3 attempts each (spec §2.5)."""
@@ -505,7 +596,11 @@ class P2PDownload:
                     )
                     break
                 except SupernodeError as exc:
-                    log.info("piece success report failed (attempt %d): %s", attempt + 1, exc)
+                    log.info(
+                        "piece success report failed (attempt %d): %s",
+                        attempt + 1,
+                        self.scrub(str(exc)),
+                    )
                     time.sleep(random.uniform(0.05, 0.55))
 
     def _finish(self, in_flight: dict[int, PieceTask]) -> int:
@@ -549,7 +644,7 @@ class P2PDownload:
         try:
             self.client.metrics({k: v for k, v in body.items() if v not in ("", 0, None)})
         except SupernodeError as exc:
-            log.info("metrics report failed: %s", exc)
+            log.info("metrics report failed: %s", self.scrub(str(exc)))
 
     def _refresh_rate(self) -> None:
         """Ask our peer server for this download's share every 3 s, as v1 does.

@@ -4,11 +4,14 @@
 ETag, Last-Modified) and every completed extent with its xxh3, so a re-run verifies what it
 kept and fetches only the rest. The key is the task (blob digest or filtered URL) plus the
 output path. The output directory never holds leftovers: partial state lives in the home only.
+A running download holds ``<key>.lock`` (flock): a second dfget of the same file to the same
+output does without resuming rather than share the record, and garbage collection passes by.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -47,6 +50,35 @@ class Journal:
     extents: list[tuple[int, int, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _flushed: float = 0.0
+    _claim: int = -1  # the descriptor holding the flock of the lock file
+
+    @property
+    def lock_path(self) -> Path:
+        return self.record_path.with_suffix(".lock")
+
+    def claim(self) -> bool:
+        """Own this record until :meth:`release`; False when another running dfget owns it."""
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            log.warning("cannot create %s: %s", self.lock_path, exc)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The owner before us may have removed the file after we opened it.
+            if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
+                self._claim = fd
+                return True
+        except OSError:
+            pass
+        os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self._claim >= 0:
+            os.close(self._claim)
+            self._claim = -1
 
     @classmethod
     def for_download(cls, home: Path, task_key: str, output: Path) -> Journal:
@@ -141,9 +173,10 @@ class Journal:
 
     def discard(self) -> None:
         """Forget the record and kept partial data (after success, or a wrong download)."""
-        for path in (self.record_path, self.partial_path):
+        for path in (self.record_path, self.partial_path, self.lock_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        self.release()
 
 
 def collect_garbage(home: Path, max_age: float, budget: int, keep: Path | None = None) -> None:
@@ -155,7 +188,7 @@ def collect_garbage(home: Path, max_age: float, budget: int, keep: Path | None =
     entries = []
     now = time.time()
     for record in directory.glob("*.json"):
-        if record == keep:
+        if record == keep or _in_use(record):
             continue
         data = record.with_suffix(".data")
         try:
@@ -169,7 +202,22 @@ def collect_garbage(home: Path, max_age: float, budget: int, keep: Path | None =
     for stamp, size, record, data in entries:
         if now - stamp > max_age or total > budget:
             log.info("removing partial download %s (age %.0fs)", data.name, now - stamp)
-            for path in (record, data):
+            for path in (record, data, record.with_suffix(".lock")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             total -= size
+
+
+def _in_use(record: Path) -> bool:
+    """Whether a running dfget holds the lock of this record."""
+    try:
+        fd = os.open(record.with_suffix(".lock"), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -392,7 +392,8 @@ def _content_range(response: Response) -> tuple[int, int, int | None]:
 def _content_range_total(response: Response) -> int | None:
     value = response.header("content-range")
     _, _, total = value.rpartition("/")
-    return int(total) if total.strip().isdigit() else None
+    total = total.strip()
+    return int(total) if total.isascii() and total.isdigit() else None
 
 
 def _network_error(endpoint: Endpoint, exc: BaseException) -> NetworkError:

@@ -212,6 +212,15 @@ class Target:
                 raise DigestMismatchError(digest.algorithm, digest.hex, actual[digest.algorithm])
         return actual
 
+    def verify_again(self, total: int) -> dict[str, str]:
+        """Hash the whole work file once more and check every digest (after some of its
+        bytes were fetched again)."""
+        actual = self._rehash(self.digests, total)
+        for digest in self.digests:
+            if actual[digest.algorithm] != digest.hex:
+                raise DigestMismatchError(digest.algorithm, digest.hex, actual[digest.algorithm])
+        return actual
+
     def _rehash(self, digests: list[Digest], total: int) -> dict[str, str]:
         hashes = {d.algorithm: d.new_hash() for d in digests}
         view = memoryview(bytearray(_HASH_CHUNK))

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from dfget.pieces import FRAME_OVERHEAD, TAIL, frame_head
+from dfget.redact import redact_url
 from dfget.supernode.source import Source
 
 log = logging.getLogger("dfget.supernode.cdn")
@@ -152,7 +153,7 @@ class Fill:
                     raise CdnError(f"source answered {status}")
                 return _store(response, layout, self.stop)
         except httpx.HTTPError as exc:
-            raise CdnError(f"fetching {self._source.url}: {exc}") from exc
+            raise CdnError(f"fetching {redact_url(self._source.url)}: {exc}") from exc
 
 
 class _StreamMd5:

@@ -45,12 +45,12 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     if not start_text:
-        if not end_text.isdigit():
+        if not _digits(end_text):
             return None
         if int(end_text) == 0:
             raise Unsatisfiable(value)
         return max(0, size - int(end_text)), size - 1
-    if not start_text.isdigit() or (end_text and not end_text.isdigit()):
+    if not _digits(start_text) or (end_text and not _digits(end_text)):
         return None
     start = int(start_text)
     if end_text and int(end_text) < start:
@@ -107,3 +107,8 @@ def make_file_handler(root: Path) -> type[Handler]:
         do_HEAD = do_GET
 
     return FileHandler
+
+
+def _digits(text: str) -> bool:
+    """Plain ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` then rejects."""
+    return text.isascii() and text.isdigit()

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from dfget.protocol import headers_to_map, lower_keys, task_id
+from dfget.redact import redact_url
 
 PEER_PORT_MIN = 15000
 PEER_PORT_MAX = 65000
@@ -65,7 +66,7 @@ def parse_registration(body: bytes, content_type: str) -> Registration:
     else:
         try:
             decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidRegistration(f"malformed JSON body: {exc}") from exc
         if not isinstance(decoded, dict):
             raise InvalidRegistration("the body must be a JSON object")
@@ -83,7 +84,8 @@ def _form_fields(body: bytes) -> dict[str, Any]:
         if name in ("headers", "rootcas"):
             fields[name] = values
         elif name == "port":
-            fields[name] = int(values[0]) if values[0].lstrip("-").isdigit() else values[0]
+            digits = values[0].removeprefix("-")
+            fields[name] = int(values[0]) if digits.isascii() and digits.isdigit() else values[0]
         elif name in ("dfdaemon", "insecure"):
             fields[name] = values[0].lower() == "true"
         else:
@@ -99,9 +101,12 @@ def _validate(fields: dict[str, Any]) -> Registration:
     for name in ("hostname", "callsystem"):
         if name in fields and not text[name]:
             raise InvalidRegistration(f"{name} must not be empty when given")
-    scheme_url = urlsplit(text["rawurl"])
+    try:
+        scheme_url = urlsplit(text["rawurl"])
+    except ValueError:  # "http://[x": not a valid IPv6 literal
+        scheme_url = urlsplit("")
     if scheme_url.scheme.lower() not in ("http", "https") or not scheme_url.netloc:
-        raise InvalidRegistration(f"rawUrl {text['rawurl']!r} is not an http(s) URL")
+        raise InvalidRegistration(f"rawUrl {redact_url(text['rawurl'])!r} is not an http(s) URL")
     try:
         ipaddress.ip_address(text["ip"])
     except ValueError as exc:

@@ -35,6 +35,7 @@ from dfget.protocol import (
     envelope,
     lower_keys,
 )
+from dfget.redact import redact_url
 from dfget.supernode import cdn
 from dfget.supernode.metrics import Metrics
 from dfget.supernode.options import SupernodeOptions
@@ -150,7 +151,8 @@ class Supernode:
                 return task
             since = self._unreachable.get(tid)
             if since is not None and self._clock() - since < UNREACHABLE_FOR:
-                raise SourceError(f"source {registration.raw_url} was not found recently")
+                url = redact_url(registration.raw_url)
+                raise SourceError(f"source {url} was not found recently")
         source = Source(
             registration.raw_url,
             registration.header_map,
@@ -444,11 +446,18 @@ class Supernode:
         """``POST /task/metrics``: count the outcome; v1 answers a bare ``null``."""
         try:
             report = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return refuse("malformed JSON body")
         if not isinstance(report, dict):
             return refuse("the body must be a JSON object")
         fields = lower_keys(report)
+        tid, cid = str(fields.get("taskid") or ""), str(fields.get("cid") or "")
+        with self._lock:
+            task = self._tasks.get(tid)
+            if task is not None:
+                # Finished or failed, it pulls no more: a piece it had running (say it was
+                # interrupted) must not keep the others waiting for it to land there.
+                task.scheduler.stop_running(cid)
         self.metrics.inc(
             "downloads_total",
             result="success" if fields.get("success") is True else "failure",

@@ -73,9 +73,10 @@ def length_from_head(status: int, content_length: str | None) -> int:
         raise AuthRequired(f"the source needs authentication ({status})")
     if status == 404:
         raise NotFound("the source answered 404")
-    if status not in (200, 206) or content_length is None or not content_length.isdigit():
+    text = content_length or ""
+    if status not in (200, 206) or not (text.isascii() and text.isdigit()):
         return -1
-    return int(content_length)
+    return int(text)
 
 
 def probe_ranged(source: Source, timeout: float = PROBE_TIMEOUT) -> int:
@@ -99,6 +100,6 @@ def probe_ranged(source: Source, timeout: float = PROBE_TIMEOUT) -> int:
     if status != 206:
         raise SourceError(f"the source answered {status} to a range request, not 206")
     total = content_range.rpartition("/")[2].strip()
-    if not total.isdigit() or int(total) <= 0:
+    if not (total.isascii() and total.isdigit()) or int(total) <= 0:
         raise SourceError(f"the source gave no usable length ({content_range!r})")
     return int(total)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 
 from dfget import PROTOCOL_VERSION
 from dfget.httpserver import Handler, Server
@@ -65,10 +66,10 @@ class UploaderHandler(Handler):
         if name is None:
             self.reply(404, "file not found")
             return
-        piece_num = _natural(self.header("pieceNum"))
-        piece_size = _natural(self.header("pieceSize"))
+        piece_num = _natural(self._single("pieceNum"))
+        piece_size = _natural(self._single("pieceSize"))
         try:
-            rng = parse_range_header(self.header("Range"))
+            rng = parse_range_header(self._single("Range"))
         except RangeError:
             rng = None
         if piece_num is None or piece_size is None or rng is None:
@@ -125,11 +126,17 @@ class UploaderHandler(Handler):
             self.reply(400, "invalid task file name")
             return
         local = self._local_caller()
+        header = _path_header(self.header("dataDir"))
+        data_dir = uploader.data_dir_for(header, local)
+        if local and header and data_dir is None and Path(header).resolve() != uploader.data_dir:
+            # The dfget of another work home, which found our port in its stale meta file: its
+            # pieces are not in our data dir. Refused, it starts a server of its own.
+            self.reply(403, "dataDir is not served by this server")
+            return
         limit = self.header("totalLimit")
         if local and _INT.fullmatch(limit):
             # v1 takes it from anyone; a remote caller could then throttle us to a trickle.
             uploader.set_total_limit(int(limit))
-        data_dir = uploader.data_dir_for(_path_header(self.header("dataDir")), local)
         if not uploader.store.register(name, data_dir):
             self.reply(503, "too many tasks")
             return
@@ -150,6 +157,12 @@ class UploaderHandler(Handler):
         if not self.server.uploader.store.finish(name, task_id, cid, query.get("superNode", "")):
             log.warning("finished task %s has no service file; it will not be served", name)
         self.reply(200, OK)
+
+    def _single(self, name: str) -> str:
+        """A header that must come once: a repeated one is ambiguous, so it counts as invalid
+        (a proxy and this server might each act on a different copy)."""
+        values = self.headers.get_all(name) or []
+        return values[0].strip() if len(values) == 1 else ""
 
     def _local_caller(self) -> bool:
         return is_local_caller(self.client_address[0], self.connection.getsockname()[0])

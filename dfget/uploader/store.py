@@ -2,10 +2,11 @@
 
 A task is registered by ``/check/`` (unfinished: the downloader is writing pieces into the
 service file and may hand them out as soon as they are reported) and finished by
-``/client/finish``, which pins the file's fingerprint (size, mtime, inode). A finished file that
-no longer matches its fingerprint was modified after it was verified (the user's output may be
-a hard link of it), so it is dropped rather than served. Only ``<data dir>/<name>.service`` of a
-registered name is ever opened, without following symlinks, and only that path is ever deleted.
+``/client/finish``, which pins the file's fingerprint (size, mtime, change time, inode). A
+finished file that no longer matches its fingerprint was modified after it was verified (the
+user's output may be a hard link of it), so it is dropped rather than served. Only
+``<data dir>/<name>.service`` of a registered name is ever opened, without following symlinks,
+and only that path is ever deleted.
 """
 
 from __future__ import annotations
@@ -48,15 +49,21 @@ def task_name(raw: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """What identifies the exact bytes of a file without reading them."""
+    """What identifies the exact bytes of a file without reading them.
+
+    The change time is there because nobody can set it: a write followed by ``touch -r``
+    (or ``cp -p`` onto the output) restores size and mtime, never ctime. Renaming or linking
+    the output changes it too; the file is then merely no longer served.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int
     inode: int
 
     @classmethod
     def of(cls, st: os.stat_result) -> Fingerprint:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass(slots=True)

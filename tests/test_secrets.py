@@ -1,0 +1,197 @@
+"""Credentials (Authorization, Cookie, signed-URL tokens) through the P2P path: they reach the
+origin and, as v1 requires, the supernode, and nothing else: not peers, not logs, not --json,
+traces or error messages. --no-supernode-credentials keeps them from the supernode too.
+
+The source-pattern equivalents (header files, DFGET_HEADER_*, redirects to another host, log
+and trace redaction) are in tests/test_cli.py::test_secret_headers_reach_the_origin_but_...,
+test_cli.py::test_trace_of_a_p2p_run_zst_without_secrets and tests/test_source_download.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dfget.errors import ExitCode
+from dfget.httpserver import Handler, make_server
+from dfget.redact import Scrubber
+from tests.conftest import SupernodeFactory
+from tests.helpers import random_bytes
+from tests.origin import Origin
+from tests.p2p_tools import FakePeer, Runs
+
+SIZE = 5 * 1024 * 1024 + 77  # two pieces
+TOKEN = "tok-7f3a9c1e55d2"
+COOKIE = "session=ck-91b2e4d0aa"
+BASIC = "Basic " + base64.b64encode(b"alice:pw-6e1d").decode()
+SECRETS = (TOKEN, "ck-91b2e4d0aa", BASIC.split()[1])
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Runs]:
+    group = Runs(tmp_path)
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def honest_peer() -> Iterator[Callable[[bytes], FakePeer]]:
+    made: list[FakePeer] = []
+
+    def make(data: bytes) -> FakePeer:
+        made.append(FakePeer(data, corrupt=False))
+        return made[-1]
+
+    yield make
+    for peer in made:
+        peer.stop()
+
+
+def texts(runs: Runs, home: str, *extra: str) -> dict[str, str]:
+    found = {name: text for name, text in zip(("stdout", "stderr"), extra, strict=False)}
+    for path in (runs.root / home).rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".meta", ".json", ".jsonl"):
+            found[str(path.relative_to(runs.root))] = path.read_text(errors="replace")
+    return found
+
+
+def assert_no_secret(texts: dict[str, str]) -> None:
+    for where, text in texts.items():
+        for secret in SECRETS:
+            assert secret not in text, f"{secret} in {where}"
+
+
+def test_credentials_reach_origin_and_supernode_but_never_peers_or_logs(
+    origin: Origin,
+    supernode: SupernodeFactory,
+    honest_peer: Callable[[bytes], FakePeer],
+    runs: Runs,
+) -> None:
+    data = random_bytes(SIZE, seed=71)
+    url = origin.add("/private.bin", data)
+    origin.behave("/private.bin", auth=("alice", "pw-6e1d"))
+    node = supernode("--verbose")
+    peer = honest_peer(data)
+    headers = [f"Authorization: {BASIC}", f"Cookie: {COOKIE}", f"X-Registry-Token: {TOKEN}"]
+    peer.join(node, url, headers)
+    header_file = runs.root / "headers"
+    header_file.write_text("\n".join(headers) + "\n")
+    trace = runs.root / "h" / "trace.jsonl"
+    result = runs.run("h", url, "f.bin", "--node", node.node, "--header-file", str(header_file),
+                      "--verbose", "--console", "--json", "--trace", str(trace))  # fmt: skip
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert (runs.out / "f.bin").read_bytes() == data
+    assert json.loads(result.stdout)["bytes"]["peer"] == SIZE
+    assert peer.requests, "no piece came from the recording peer: the test proves nothing"
+    for request in peer.requests:
+        assert not {"authorization", "cookie", "x-registry-token"} & set(request), request
+    # v1: the supernode's CDN fetches the file with the user's headers.
+    cdn_fetches = [r for r in origin.stats.requests if not r.range]
+    assert cdn_fetches and all(r.headers.get("Authorization") == BASIC for r in cdn_fetches)
+    found = texts(runs, "h", result.stdout.decode(), result.stderr.decode())
+    found["supernode.log"] = node.log.read_text()
+    assert_no_secret(found)
+
+
+def test_no_supernode_credentials_keeps_them_on_this_host(
+    origin: Origin, supernode: SupernodeFactory, runs: Runs
+) -> None:
+    """Source pattern: the supernode only probes the origin (a one-byte range), peers fetch
+    their pieces from the origin themselves, with the user's headers."""
+    data = random_bytes(SIZE, seed=72)
+    node = supernode(cdn_pattern="source")
+    args = ["--node", node.node, "--pattern", "cdn", "--header", f"Authorization: {BASIC}",
+            "--header", f"Cookie: {COOKIE}", "--header", "X-Trace: t1"]  # fmt: skip
+    for path, flag in (("/kept.bin", ["--no-supernode-credentials"]), ("/sent.bin", [])):
+        url = origin.add(path, data)
+        result = runs.run("h", url, path.strip("/"), *args, *flag)
+        assert result.returncode == ExitCode.OK, result.stderr.decode()
+        assert (runs.out / path.strip("/")).read_bytes() == data
+    requests = {path: [r for r in origin.stats.requests if r.path == path] for path in
+                ("/kept.bin", "/sent.bin")}  # fmt: skip
+    for path, seen in requests.items():
+        probes = [r for r in seen if r.range == "bytes=0-0"]
+        pieces = [r for r in seen if {k.lower(): v for k, v in r.headers.items()}.get("cdnsource")]
+        assert len(probes) == 1 and pieces, path
+        assert all(r.headers.get("Authorization") == BASIC for r in pieces)
+        assert all(r.headers.get("Cookie") == COOKIE for r in pieces)
+        assert probes[0].headers.get("X-Trace") == "t1"  # other headers still go
+        sent = path == "/sent.bin"
+        assert (probes[0].headers.get("Authorization") == BASIC) is sent, path
+        assert (probes[0].headers.get("Cookie") == COOKIE) is sent, path
+
+
+def test_a_protected_origin_without_supernode_credentials_falls_back_clearly(
+    origin: Origin, supernode: SupernodeFactory, runs: Runs
+) -> None:
+    data = random_bytes(SIZE, seed=73)
+    url = origin.add("/locked.bin", data)
+    origin.behave("/locked.bin", auth=("alice", "pw-6e1d"))
+    node = supernode(cdn_pattern="source")
+    result = runs.run("h", url, "f.bin", "--node", node.node, "--no-supernode-credentials",
+                      "--header", f"Authorization: {BASIC}", "--json")  # fmt: skip
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert (runs.out / "f.bin").read_bytes() == data
+    summary = json.loads(result.stdout)
+    assert summary["bytes"]["source"] == SIZE and summary["source_reasons"]
+    assert_no_secret({"stdout": result.stdout.decode(), "stderr": result.stderr.decode()})
+
+
+def test_signed_url_tokens_stay_out_of_messages_on_failure(
+    origin: Origin, supernode: SupernodeFactory, runs: Runs
+) -> None:
+    """A 404 through the supernode, twice (the second time the supernode answers from its
+    memory of unreachable URLs, quoting the URL): no token in any message or log."""
+    node = supernode()
+    url = origin.url(f"/gone.bin?X-Amz-Signature={TOKEN}&X-Amz-Credential={TOKEN}")
+    for attempt in range(2):
+        extra = ["--json"] if attempt else []
+        result = runs.run("h", url, "gone.bin", "--node", node.node, "--verbose", "--console",
+                          "--header", f"Cookie: {COOKIE}", *extra)  # fmt: skip
+        assert result.returncode == ExitCode.NOT_FOUND, result.stderr.decode()
+        found = texts(runs, "h", result.stdout.decode(), result.stderr.decode())
+        found["supernode.log"] = node.log.read_text()
+        assert_no_secret(found)
+
+
+def test_a_supernode_quoting_the_registration_back_leaks_nothing(
+    origin: Origin, runs: Runs
+) -> None:
+    """A supernode (not ours: any v1 one) may put what it was sent into its error message; dfget
+    shows that message, so it masks the URL's tokens and the credential headers in it."""
+    data = random_bytes(1000, seed=74)
+    url = origin.add("/echo.bin", data) + f"?sig={TOKEN}"
+
+    class Echo(Handler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = json.dumps({"code": 500, "msg": body.decode()}).encode()
+            self.reply(500, answer, "application/json")
+
+    server = make_server("127.0.0.1", 0, Echo)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        node = f"127.0.0.1:{server.server_address[1]}"
+        result = runs.run("h", url, "f.bin", "--node", node, "--pattern", "cdn", "--verbose",
+                          "--console", "--json", "--header", f"Authorization: {BASIC}",
+                          "--header", f"Cookie: {COOKIE}")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert (runs.out / "f.bin").read_bytes() == data
+    assert "registration failed" in result.stderr.decode()  # the message was shown...
+    assert_no_secret(texts(runs, "h", result.stdout.decode(), result.stderr.decode()))  # ...masked
+
+
+def test_scrubber_masks_url_tokens_and_credential_values() -> None:
+    url = f"http://u:{TOKEN}@host/p?a=1&sig={TOKEN}&e=%2Fenc%2Fval"
+    scrub = Scrubber(url, [("Authorization", BASIC), ("Cookie", COOKIE), ("X-Plain", "visible")])
+    text = scrub(f"{url} said {BASIC} / {COOKIE} / {TOKEN} / /enc/val / visible / a=1")
+    assert not any(secret in text for secret in SECRETS) and "/enc/val" not in text
+    assert text.startswith("http://host/p?a=…&sig=…&e=…") and text.endswith("visible / a=1")
