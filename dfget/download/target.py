@@ -14,7 +14,6 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
 
 from dfget.digest import Digest
 from dfget.download.intervals import IntervalSet
@@ -103,7 +102,6 @@ class Target:
     def store(self, offset: int, data: memoryview | bytes) -> None:
         """Write ``data`` at ``offset`` and mark it final (journaled for a later resume)."""
         self.write(offset, data)
-        _start_writeback(self.fd, offset, len(data))
         if self.journal is not None:
             self.journal.add(offset, offset + len(data), digest_of(data))
         self.complete(offset, offset + len(data))
@@ -296,30 +294,6 @@ class Target:
         """Remove the work file; the destination is never touched."""
         self._close()
         _unlink_quietly(self.work_path)
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range: Any = None
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing these pages now (Linux sync_file_range, no waiting).
-
-    The final fsync then finds little left to flush: measured for 1 GiB on this project's
-    machine, write + fsync took 0.54 s, with early writeback 0.28 s.
-    """
-    global _sync_file_range
-    if _sync_file_range is None:
-        try:
-            import ctypes
-
-            function = ctypes.CDLL(None, use_errno=True).sync_file_range
-            function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-            _sync_file_range = function
-        except (OSError, AttributeError):
-            _sync_file_range = False
-    if _sync_file_range:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _unlink_quietly(path: Path) -> None:
