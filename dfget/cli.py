@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -43,8 +45,40 @@ class DurationType(click.ParamType):
         return seconds
 
 
+F = TypeVar("F", bound=Callable[..., Any])
 RATE = RateType()
 DURATION = DurationType()
+
+
+def home_option(help_text: str, path_type: click.Path) -> Callable[[F], F]:
+    return click.option(
+        "--home",
+        type=path_type,
+        default=str(DEFAULT_HOME),
+        show_default="~/.small-dragonfly",
+        help=help_text,
+    )
+
+
+def expiretime_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--expiretime",
+        type=DURATION,
+        default=format_duration(DEFAULT_EXPIRETIME),
+        show_default=True,
+        help=help_text,
+    )
+
+
+def alivetime_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--alivetime",
+        type=DURATION,
+        default=format_duration(DEFAULT_ALIVETIME),
+        show_default=True,
+        help=help_text,
+    )
+
 
 # Help sections of the download options, in display order.
 SECTIONS = {
@@ -322,12 +356,9 @@ class SectionedGroup(click.Group):
 )
 @click.option("--console", is_flag=True, help="Mirror the log to stderr.")
 @click.option("--verbose", is_flag=True, help="Debug logging: one line per piece in the log.")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=str(DEFAULT_HOME),
-    show_default="~/.small-dragonfly",
-    help="Work home: meta/, data/ (served pieces) and logs/.",
+@home_option(
+    "Work home: meta/, data/ (served pieces) and logs/.",
+    click.Path(file_okay=False, path_type=Path),
 )
 @click.option(
     "--ip", default="", help="IP the peer server binds to and advertises (default: auto)."
@@ -339,20 +370,8 @@ class SectionedGroup(click.Group):
     show_default=True,
     help="Peer server port; 0 picks one in 15000-65000.",
 )
-@click.option(
-    "--expiretime",
-    type=DURATION,
-    default=format_duration(DEFAULT_EXPIRETIME),
-    show_default=True,
-    help="How long the peer server keeps serving a file after its last use.",
-)
-@click.option(
-    "--alivetime",
-    type=DURATION,
-    default=format_duration(DEFAULT_ALIVETIME),
-    show_default=True,
-    help="The peer server exits after this long without uploads.",
-)
+@expiretime_option("How long the peer server keeps serving a file after its last use.")
+@alivetime_option("The peer server exits after this long without uploads.")
 @click.version_option(
     __version__,
     "-v",
@@ -393,13 +412,7 @@ def cli(ctx: click.Context, **values: object) -> None:
 @click.option(
     "--data", type=click.Path(path_type=Path), help="Data directory (default <home>/data)."
 )
-@click.option(
-    "--home",
-    type=click.Path(path_type=Path),
-    default=str(DEFAULT_HOME),
-    show_default="~/.small-dragonfly",
-    help="Work home (logs, meta, data).",
-)
+@home_option("Work home (logs, meta, data).", click.Path(path_type=Path))
 @click.option("--ip", default="", help="Bind and advertise address; empty: all interfaces.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Listen port; 0 picks one.")
 @click.option(
@@ -407,20 +420,8 @@ def cli(ctx: click.Context, **values: object) -> None:
     type=click.Path(path_type=Path),
     help="Meta file recording the port (default <home>/meta/host.meta).",
 )
-@click.option(
-    "--expiretime",
-    type=DURATION,
-    default=format_duration(DEFAULT_EXPIRETIME),
-    show_default=True,
-    help="Stop serving a file this long after its last use; 0 never.",
-)
-@click.option(
-    "--alivetime",
-    type=DURATION,
-    default=format_duration(DEFAULT_ALIVETIME),
-    show_default=True,
-    help="Exit after this long without upload activity; 0 never.",
-)
+@expiretime_option("Stop serving a file this long after its last use; 0 never.")
+@alivetime_option("Exit after this long without upload activity; 0 never.")
 @click.option(
     "--totallimit", type=RATE, default="0", help="Host-wide upload limit; 0 means unlimited."
 )
