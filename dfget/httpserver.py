@@ -1,7 +1,7 @@
 """The small threaded HTTP/1.1 server under the peer server and the supernode.
 
 Responses carry only what Go peers expect (``Content-Type``, ``Date``, ``Content-Length``; no
-``Server``), keep-alive is on, and idle connections are dropped after ``idle_timeout`` so that
+``Server``), keep-alive is on, and idle connections are dropped after ``timeout`` so that
 many silent clients cannot pin the server.
 """
 
@@ -43,10 +43,9 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    idle_timeout = 60.0
+    timeout = 60.0  # idle keep-alive connections are dropped after this long
 
     def setup(self) -> None:
-        self.timeout = self.idle_timeout
         super().setup()
         # Head and body leave in separate writes; with Nagle on, the body waits for the
         # client's delayed ACK (40 ms per small request on Linux).
@@ -75,16 +74,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status: int, body: bytes | str = b"", content_type: str = TEXT) -> None:
         data = body.encode() if isinstance(body, str) else body
-        self.send_response_only(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Date", formatdate(usegmt=True))
-        self.send_header("Content-Length", str(len(data)))
+        self.start_response(status, len(data), content_type)
         if self.command != "HEAD":
-            # One write for head and body.
-            self._headers_buffer.append(b"\r\n" + data)
-            self.flush_headers()
-        else:
-            self.end_headers()
+            self.wfile.write(data)
 
     def read_body(self, limit: int) -> bytes | None:
         """The request body, or None (after answering 413) when it exceeds ``limit`` bytes."""

@@ -99,7 +99,7 @@ def make_file_handler(root: Path) -> type[Handler]:
     """A handler class serving ``root`` (the supernode's repo) on the download port."""
 
     class FileHandler(Handler):
-        idle_timeout = 30.0
+        timeout = 30.0
 
         def do_GET(self) -> None:
             serve_file(self, root, self.route)
