@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +102,6 @@ class Settings:
     trace: Path | None = None
     console: bool = False
     verbose: bool = False
-    nodes_explicit: bool = False
     resume: bool = True
     partial_max_age: float = 7 * 24 * 3600.0
     partial_budget: int = 20 * 1024**3
@@ -119,9 +117,3 @@ class Settings:
         if length > 0 and self.minrate > 0:
             return length // self.minrate + 10.0
         return 300.0
-
-
-def env_value(name: str) -> str | None:
-    """``DFGET_<NAME>`` from the environment, empty treated as unset."""
-    value = os.environ.get(f"DFGET_{name.upper()}")
-    return value if value else None

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -377,16 +377,6 @@ class Pool:
             self._idle.clear()
         for conn in conns:
             conn.close()
-
-
-def iter_body(response: Response, chunk: int = 1 << 20) -> Iterator[memoryview]:
-    """Body chunks as views of one reusable buffer (valid until the next iteration)."""
-    buffer = memoryview(bytearray(chunk))
-    while True:
-        count = response.readinto(buffer)
-        if not count:
-            return
-        yield buffer[:count]
 
 
 def _digits(text: str) -> bool:

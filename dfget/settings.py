@@ -103,7 +103,6 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         url=url,
         output=Path(output) if output == "-" else Path(output).absolute(),
         nodes=tuple(nodes),
-        nodes_explicit=bool(node_values),
         pattern=str(values["pattern"]),
         headers=tuple(headers),
         md5=str(values["md5"] or "").lower(),

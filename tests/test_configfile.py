@@ -212,7 +212,7 @@ def test_defaults(settings_of: Parse) -> None:
     s = settings_of()
     assert (s.locallimit, s.minrate, s.totallimit, s.clientqueue) == (0, 64 * 1024, 0, 6)
     assert (s.timeout, s.expiretime, s.alivetime, s.port, s.ip) == (0, 180, 300, 0, "")
-    assert s.nodes == () and not s.nodes_explicit  # the download uses 127.0.0.1:8002
+    assert s.nodes == ()  # the download uses 127.0.0.1:8002
     assert s.home == Path.home() / ".small-dragonfly"
     assert s.output == Path("file.bin").absolute() and s.pattern == "p2p"
 
@@ -259,7 +259,7 @@ def test_flags_beat_environment_and_file(settings_of: Parse, tmp_path: Path) -> 
         env=env,
         config=FILE,
     )  # fmt: skip
-    assert s.nodes == (Node("10.0.0.3"),) and s.nodes_explicit
+    assert s.nodes == (Node("10.0.0.3"),)
     assert (s.locallimit, s.totallimit) == (1024**2, 2 * 1024**2)
     assert s.home == tmp_path / "h"
 

@@ -22,10 +22,6 @@ from tests.peers import Peers, by_kind
 SIZE = 9 * 1024 * 1024 + 4321  # three pieces, the last one partial
 
 
-def full_gets(origin: Origin, path: str) -> int:
-    return sum(1 for r in origin.stats.requests if r.path == path and not r.range)
-
-
 def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers: Peers) -> None:
     data = random_bytes(SIZE, seed=11)
     url = origin.add("/blob.bin", data)
