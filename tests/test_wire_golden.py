@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,27 +28,21 @@ def scripted(origin: Origin) -> Iterator[ScriptedSupernode]:
     sn.stop()
 
 
-def _download(sn: ScriptedSupernode, tmp_path: Path, *extra: str) -> Path:
-    out = tmp_path / "out" / "a.bin"
-    result = run_dfget(
+def _run(sn: ScriptedSupernode, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    """Our dfget against the scripted supernode, cdn pattern, output at <tmp>/out/a.bin."""
+    return run_dfget(
         [
-            "-u",
-            sn.url,
-            "-o",
-            str(out),
-            "--node",
-            sn.address,
-            "--home",
-            str(tmp_path / "h"),
-            "--ip",
-            "127.0.0.1",
-            "--pattern",
-            "cdn",
-            *extra,
+            "-u", sn.url, "-o", str(tmp_path / "out" / "a.bin"), "--node", sn.address,
+            "--home", str(tmp_path / "h"), "--ip", "127.0.0.1", "--pattern", "cdn", *extra,
         ],
-        timeout=60,
-    )
+        timeout=90,
+    )  # fmt: skip
+
+
+def _download(sn: ScriptedSupernode, tmp_path: Path, *extra: str) -> Path:
+    result = _run(sn, tmp_path, *extra)
     assert result.returncode == ExitCode.OK, result.stderr.decode()
+    out = tmp_path / "out" / "a.bin"
     assert out.read_bytes() == sn.data
     return out
 
@@ -152,24 +147,7 @@ def test_corrupt_piece_is_reported_and_never_written(
 ) -> None:
     scripted.corrupt_pieces.add(1)
     out = tmp_path / "out" / "a.bin"
-    result = run_dfget(
-        [
-            "-u",
-            scripted.url,
-            "-o",
-            str(out),
-            "--node",
-            scripted.address,
-            "--home",
-            str(tmp_path / "h"),
-            "--ip",
-            "127.0.0.1",
-            "--pattern",
-            "cdn",
-            "--notbs",
-        ],
-        timeout=90,
-    )
+    result = _run(scripted, tmp_path, "--notbs")
     assert result.returncode == ExitCode.P2P_FAILED, result.stderr.decode()
     assert b"piece 1 failed 5 times" in result.stderr
     assert not out.exists()
@@ -195,11 +173,7 @@ def test_timeout_bounds_a_p2p_download_that_never_gets_pieces(
 ) -> None:
     scripted.waits_before_pieces = 10**9  # 602 forever
     out = tmp_path / "out" / "a.bin"
-    result = run_dfget(
-        ["-u", scripted.url, "-o", str(out), "--node", scripted.address,
-         "--home", str(tmp_path / "h"), "--ip", "127.0.0.1", "--pattern", "cdn", "--timeout", "2s"],
-        timeout=60,
-    )  # fmt: skip
+    result = _run(scripted, tmp_path, "--timeout", "2s")
     assert result.returncode == ExitCode.TIMEOUT, result.stderr.decode()
     assert b"timeout" in result.stderr
     assert not out.exists() and not origin.stats.requests
