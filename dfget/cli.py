@@ -60,6 +60,13 @@ def home_option(help_text: str, path_type: click.Path) -> Callable[[F], F]:
     )
 
 
+def limit_option(name: str, default: int, help_text: str) -> Callable[[F], F]:
+    """A supernode concurrency limit (1-1000)."""
+    return click.option(
+        name, type=click.IntRange(1, 1000), default=default, show_default=True, help=help_text
+    )
+
+
 def expiretime_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--expiretime",
@@ -470,26 +477,12 @@ def server(**values: object) -> None:
     show_default=True,
     help="local: download the source once and serve pieces; source: peers use the origin.",
 )
-@click.option(
-    "--up-limit",
-    type=click.IntRange(1, 1000),
-    default=5,
-    show_default=True,
-    help="Concurrent uploads per peer.",
-)
-@click.option(
-    "--down-limit",
-    type=click.IntRange(1, 1000),
-    default=4,
-    show_default=True,
-    help="Concurrent pieces per client.",
-)
-@click.option(
+@limit_option("--up-limit", 5, "Concurrent uploads per peer.")
+@limit_option("--down-limit", 4, "Concurrent pieces per client.")
+@limit_option(
     "--cdn-limit",
-    type=click.IntRange(1, 1000),
-    default=4,
-    show_default=True,
-    help="Concurrent pieces per task that the supernode itself serves (CDN, or origin in the "
+    4,
+    "Concurrent pieces per task that the supernode itself serves (CDN, or origin in the "
     "source pattern).",
 )
 @click.option(
