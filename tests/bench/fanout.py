@@ -92,6 +92,11 @@ class Fanout:
             "--alivetime", "10m", "--expiretime", self.args.expiretime, *extra,
         ]  # fmt: skip
 
+    def _prime(self, n: int) -> int:
+        """Bytes of memory to prime before a case (common.prime_memory): n outputs and the
+        supernode's CDN copy."""
+        return (n + 1) * self.size if self.args.prime else 0
+
     def _settle(self) -> None:
         """Let in-flight origin sends finish before counting from zero."""
         last = -1
@@ -108,7 +113,7 @@ class Fanout:
         homes = [case_root / f"n{i}" for i in range(n)]
         outs = [case_root / f"n{i}.bin" for i in range(n)]
         try:
-            common.fresh()
+            common.fresh(*outs, prime=self._prime(n))
             self._settle()
             cpu0 = children_cpu()
             started = time.monotonic()
@@ -168,7 +173,7 @@ class Fanout:
 
     def curl_together(self, n: int) -> Row:
         outs = [self.root / f"curl{i}.bin" for i in range(n)]
-        common.fresh(*outs)
+        common.fresh(*outs, prime=self._prime(n))
         self._settle()
         cpu0 = children_cpu()
         started = time.monotonic()
@@ -201,7 +206,7 @@ class Fanout:
                     self._wait_expired(homes[0])
                 home, out = case_root / f"n{index}", case_root / f"n{index}.bin"
                 homes.append(home)
-                common.fresh(out)
+                common.fresh(out, prime=self._prime(1))
                 self._settle()
                 started = time.monotonic()
                 proc = subprocess.run(
@@ -346,6 +351,7 @@ def main() -> None:
     parser.add_argument("--no-staggered", dest="staggered", action="store_false")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--dir", type=Path, help="where to put the data (default: $TMPDIR)")
+    common.add_prime_option(parser)
     args = parser.parse_args()
     common.print_report(lambda: run(args))
 

@@ -46,10 +46,11 @@ PULL_TIMEOUT = 900.0  # one download, seconds
 class Bench:
     """The temp root, the supernode and every peer home started for one benchmark."""
 
-    def __init__(self, root: Path, url: str, size: int) -> None:
+    def __init__(self, root: Path, url: str, size: int, prime: bool = True) -> None:
         self.root = root
         self.url = url
         self.size = size
+        self.prime = size if prime else 0  # bytes for common.fresh
         self.homes: list[Path] = []
         self.supernode: subprocess.Popen[bytes] | None = None
         self.node = ""
@@ -141,7 +142,9 @@ def run_benchmark(size_mib: int, runs: int, workdir: Path | None, args: argparse
     with common.random_docroot(size_mib, workdir, prefix="dfget-bench-p2p-") as (root, data):
         try:
             with common.nginx(root, data.parent) as port:
-                bench = Bench(root, f"http://127.0.0.1:{port}/{data.name}", size_mib * common.MiB)
+                bench = Bench(
+                    root, f"http://127.0.0.1:{port}/{data.name}", size_mib * common.MiB, args.prime
+                )
                 bench.start_supernode()
                 cold = cold_pull(bench, data)
                 samples = alternate(bench, data, runs)
@@ -173,7 +176,7 @@ def alternate(bench: Bench, data: Path, runs: int) -> dict[str, list[common.Samp
     curl_out = bench.root / "curl.bin"
     for run in range(runs):
         command, home, out = bench.pull_command(f"p{run + 2}")
-        common.fresh(out)
+        common.fresh(out, prime=bench.prime)
         sample = common.timed(command, bench.root, capture=True, timeout=PULL_TIMEOUT)
         bench.check_from(sample.stdout, peer1, {"peer"})
         if run == 0 and not common.same_bytes(data, out):
@@ -183,7 +186,7 @@ def alternate(bench: Bench, data: Path, runs: int) -> dict[str, list[common.Samp
         out.unlink(missing_ok=True)
         samples["dfget p2p"].append(sample)
         common.log_run(run, runs, "dfget p2p", sample)
-        common.fresh(curl_out)
+        common.fresh(curl_out, prime=bench.prime)
         sample = common.timed(["curl", "-s", "-f", "-o", str(curl_out), bench.url], bench.root)
         if run == 0 and not common.same_bytes(data, curl_out):
             raise SystemExit("curl wrote different bytes than the source")

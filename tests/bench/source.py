@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:  # run as a script: make `tests` importable
 from tests.bench.common import (  # noqa: E402
     DFGET,
     NGINX,
+    MiB,
     Sample,
     arguments,
     fresh,
@@ -62,7 +63,7 @@ def serve_with_origin(root: Path, data: Path) -> Iterator[str]:
         origin.stop()
 
 
-def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
+def run_benchmark(size_mib: int, runs: int, workdir: Path | None, prime: bool = True) -> str:
     require_tools()
     with random_docroot(size_mib, workdir) as (root, data):
         use_nginx = Path(NGINX).exists()
@@ -82,7 +83,7 @@ def run_benchmark(size_mib: int, runs: int, workdir: Path | None) -> str:
             samples: dict[str, list[Sample]] = {name: [] for name in commands}
             for run in range(runs):
                 for name, command in commands.items():
-                    fresh(out)
+                    fresh(out, prime=size_mib * MiB if prime else 0)
                     sample = timed(command, root)
                     samples[name].append(sample)
                     log_run(run, runs, name, sample)
@@ -116,7 +117,7 @@ def report(
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(__doc__).parse_args(argv)
-    print_report(lambda: run_benchmark(args.size_mib, args.runs, args.dir))
+    print_report(lambda: run_benchmark(args.size_mib, args.runs, args.dir, args.prime))
 
 
 if __name__ == "__main__":
