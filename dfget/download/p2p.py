@@ -377,8 +377,8 @@ class P2PDownload:
                 elif answer.code not in (CODE_PEER_WAIT, CODE_PEER_LIMITED, CODE_SUCCESS):
                     report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
                     continue
-                if pending or started:
-                    wait = 0.0
+                if pending or (started and len(in_flight) < MAX_IN_FLIGHT):
+                    wait = 0.0  # report now, or ask for more work while slots are free
                 elif answer.code == CODE_PEER_WAIT or not in_flight:
                     wait = backoff.next()
                 else:
