@@ -567,6 +567,9 @@ def version() -> None:
 
 
 def main() -> None:
+    # The command is synchronous. httpcore imports trio at import time when it is installed
+    # (~45 ms of every run), so a process of ours hides it: httpcore then goes without.
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     try:
         code = cli.main(prog_name="dfget", standalone_mode=False)
     except click.exceptions.Abort:

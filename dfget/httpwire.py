@@ -66,15 +66,30 @@ class Endpoint:
         return self.scheme, self.host, self.port
 
 
-def tls_context(cacerts: Iterable[str] = (), insecure: bool = False) -> ssl.SSLContext:
-    """TLS settings for the source: system roots plus ``--cacerts`` files, or no verification."""
-    context = ssl.create_default_context()
-    for path in cacerts:
-        context.load_verify_locations(cafile=path)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+class TLS:
+    """TLS settings for the source: system roots plus ``--cacerts`` files, or no verification.
+
+    The context is built on first use: loading the system roots takes 20-50 ms, which a
+    plain-HTTP download never needs.
+    """
+
+    def __init__(self, cacerts: Iterable[str] = (), insecure: bool = False) -> None:
+        self.cacerts = tuple(cacerts)
+        self.insecure = insecure
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                context = ssl.create_default_context()
+                for path in self.cacerts:
+                    context.load_verify_locations(cafile=path)
+                if self.insecure:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                self._context = context
+            return self._context
 
 
 def proxy_for(endpoint: Endpoint) -> Endpoint | None:
@@ -183,7 +198,7 @@ class Connection:
         self,
         endpoint: Endpoint,
         timeout: float,
-        tls: ssl.SSLContext | None = None,
+        tls: TLS | None = None,
         pool: Pool | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -200,7 +215,7 @@ class Connection:
                 self.sock = sock
                 self._tunnel()
             if endpoint.scheme == "https":
-                context = tls or tls_context()
+                context = (tls or TLS()).context()
                 sock = context.wrap_socket(sock, server_hostname=endpoint.host)
         except BaseException:
             sock.close()
@@ -316,9 +331,7 @@ class Connection:
 class Pool:
     """Idle keep-alive connections per (scheme, host, port); thread-safe, bounded."""
 
-    def __init__(
-        self, timeout: float = 30.0, tls: ssl.SSLContext | None = None, max_idle: int = 8
-    ) -> None:
+    def __init__(self, timeout: float = 30.0, tls: TLS | None = None, max_idle: int = 8) -> None:
         self.timeout = timeout
         self.tls = tls
         self.max_idle = max_idle

@@ -44,7 +44,7 @@ from dfget.errors import (
     SourceHTTPError,
     UsageError,
 )
-from dfget.httpwire import Pool, tls_context
+from dfget.httpwire import TLS, Pool
 from dfget.ratelimit import TokenBucket
 from dfget.redact import redact_url
 from dfget.supernode_client import node_order
@@ -111,7 +111,9 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
     try:
         digests = expected_digests(settings.url, settings.digest, settings.md5)
         headers = [parse_header_option(h) for h in settings.headers]
-        tls = tls_context(settings.cacerts, settings.insecure)
+        tls = TLS(settings.cacerts, settings.insecure)
+        if settings.url.startswith("https:"):
+            tls.context()  # needed anyway: a bad --cacerts file is a usage error now
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from exc
     outcome.verified = [str(d) for d in digests]

@@ -33,7 +33,7 @@ from dfget.errors import (
     SourceHTTPError,
     source_http_error,
 )
-from dfget.httpwire import Endpoint, Pool, Response, WireError
+from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError
 from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, redact_url
 
@@ -83,7 +83,7 @@ class SourceFetcher:
         headers: Sequence[tuple[str, str]],
         target: Target,
         *,
-        tls: ssl.SSLContext | None,
+        tls: TLS | None,
         progress: Progress,
         accounting: Accounting,
         bucket: TokenBucket,
