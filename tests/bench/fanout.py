@@ -42,6 +42,7 @@ from tests.bench import common  # noqa: E402
 from tests.origin import Origin  # noqa: E402
 
 MB = 1_000_000
+PRIME_LIMIT = 12 * 1024**3  # bytes; the machine has 24 GiB
 PULL_TIMEOUT = 1800.0
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -94,8 +95,8 @@ class Fanout:
 
     def _prime(self, n: int) -> int:
         """Bytes of memory to prime before a case (common.prime_memory): n outputs and the
-        supernode's CDN copy."""
-        return (n + 1) * self.size if self.args.prime else 0
+        supernode's CDN copy, twice over for a margin, at most PRIME_LIMIT."""
+        return min(2 * (n + 1) * self.size, PRIME_LIMIT) if self.args.prime else 0
 
     def _settle(self) -> None:
         """Let in-flight origin sends finish before counting from zero."""

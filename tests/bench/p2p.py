@@ -50,7 +50,7 @@ class Bench:
         self.root = root
         self.url = url
         self.size = size
-        self.prime = size if prime else 0  # bytes for common.fresh
+        self.prime = 2 * size if prime else 0  # bytes for common.fresh (twice: a margin)
         self.homes: list[Path] = []
         self.supernode: subprocess.Popen[bytes] | None = None
         self.node = ""

@@ -83,7 +83,7 @@ def run_benchmark(size_mib: int, runs: int, workdir: Path | None, prime: bool = 
             samples: dict[str, list[Sample]] = {name: [] for name in commands}
             for run in range(runs):
                 for name, command in commands.items():
-                    fresh(out, prime=size_mib * MiB if prime else 0)
+                    fresh(out, prime=2 * size_mib * MiB if prime else 0)
                     sample = timed(command, root)
                     samples[name].append(sample)
                     log_run(run, runs, name, sample)
