@@ -11,11 +11,13 @@ import base64
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -77,6 +79,11 @@ class Origin:
             daemon_threads = True
             address_family = family
             request_queue_size = 256
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if isinstance(sys.exc_info()[1], ConnectionError):
+                    return  # a client hung up, e.g. on an idle keep-alive connection
+                super().handle_error(request, client_address)
 
         self.server = _Server((host, 0), handler)
         self.host = host
