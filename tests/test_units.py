@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 
 import pytest
 
 from dfget.config import DEFAULT_NODE, Node, parse_nodes
+from dfget.download import writeback
 from dfget.download.intervals import IntervalSet
 from dfget.protocol import DEFAULT_SUPERNODE_PORT
 from dfget.units import format_duration, format_rate, parse_duration, parse_rate
@@ -235,3 +238,23 @@ def test_intervals_random_order_matches_a_bitmap() -> None:
         gaps = done.missing(size)
         assert all(not any(bitmap[s:e]) for s, e in gaps)
         assert sum(e - s for s, e in gaps) == size - sum(bitmap)
+
+
+def test_writeback_hint_is_accepted_by_the_kernel(tmp_path) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sync_file_range is Linux only")
+    sync_file_range = writeback._load()
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(1 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert sync_file_range(fd, 0, 1 << 20, writeback._SYNC_FILE_RANGE_WRITE) == 0
+        writeback.start_writeback(fd, 4096, 8192)
+    finally:
+        os.close(fd)
+    # Not a file, or not open: a hint only, never an error of the download.
+    read_end, write_end = os.pipe()
+    writeback.start_writeback(write_end, 0, 10)
+    os.close(read_end)
+    os.close(write_end)
+    writeback.start_writeback(write_end, 0, 10)

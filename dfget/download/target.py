@@ -18,6 +18,7 @@ from pathlib import Path
 from dfget.digest import Digest
 from dfget.download.intervals import IntervalSet
 from dfget.download.resume import Journal, digest_of
+from dfget.download.writeback import start_writeback
 from dfget.errors import DigestMismatchError, LocalIOError
 
 _HASH_CHUNK = 4 * 1024 * 1024
@@ -102,6 +103,7 @@ class Target:
     def store(self, offset: int, data: memoryview | bytes) -> None:
         """Write ``data`` at ``offset`` and mark it final (journaled for a later resume)."""
         self.write(offset, data)
+        start_writeback(self.fd, offset, len(data))
         if self.journal is not None:
             self.journal.add(offset, offset + len(data), digest_of(data))
         self.complete(offset, offset + len(data))
