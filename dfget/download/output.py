@@ -42,7 +42,6 @@ class Outcome:
     resumed_bytes: int = 0
     serving: str = ""
     supernodes: list[str] = field(default_factory=list)  # registered at, in order
-    notes: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -53,9 +52,11 @@ class Reporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stream: TextIO = sys.stderr if settings.to_stdout else sys.stdout
+        self.notes: list[str] = []  # also in the --json document
 
     def note(self, message: str) -> None:
         """One line explaining a decision (fallback, supernode unreachable, ...)."""
+        self.notes.append(message)
         if not self.settings.quiet:
             print(f"dfget: {message}", file=sys.stderr, flush=True)
 
@@ -106,7 +107,7 @@ class Reporter:
             "resumed_bytes": outcome.resumed_bytes,
             "serving": outcome.serving or None,
             "supernodes": outcome.supernodes,
-            "notes": outcome.notes,
+            "notes": self.notes,
         }
         print(json.dumps(document), file=self.stream, flush=True)
 
