@@ -47,6 +47,7 @@ complete -c dfget -n '__fish_seen_subcommand_from server' -l expiretime -r -f -d
 complete -c dfget -n '__fish_seen_subcommand_from server' -l alivetime -r -f -d 'Exit after this long without upload activity; 0 never.'
 complete -c dfget -n '__fish_seen_subcommand_from server' -l totallimit -r -f -d 'Host-wide upload limit; 0 means unlimited.'
 complete -c dfget -n '__fish_seen_subcommand_from server' -l verbose -d 'Debug logging.'
+complete -c dfget -n '__fish_seen_subcommand_from server' -l listen-fd -r -f -d 'Serve on this inherited listening socket instead of binding --ip/--port (how dfget starts the server - it binds the port itself to register it at once).'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l port -r -f -d 'API port.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l download-port -r -f -d 'Port serving the CDNs piece files.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l listen-ip -r -f -d 'Address to listen on ( - - for dual stack).'

@@ -433,6 +433,12 @@ def cli(ctx: click.Context, **values: object) -> None:
     "--totallimit", type=RATE, default="0", help="Host-wide upload limit; 0 means unlimited."
 )
 @click.option("--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--listen-fd",
+    type=click.IntRange(0),
+    help="Serve on this inherited listening socket instead of binding --ip/--port "
+    "(how dfget starts the server: it binds the port itself to register it at once).",
+)
 def server(**values: object) -> None:
     """Serve the pieces of completed downloads to other peers (the peer server)."""
     from dfget.uploader import serve

@@ -13,6 +13,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from dfget.listener import listen
 from dfget.protocol import parse_raw_query
 
 log = logging.getLogger("dfget.http")
@@ -22,20 +23,23 @@ JSON = "application/json"
 
 
 class Server(ThreadingHTTPServer):
+    """Serves on ``listener`` (e.g. inherited from the process that started us), or binds
+    ``address``."""
+
     daemon_threads = True
-    allow_reuse_address = False
-    request_queue_size = 256
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        host = address[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            # Dual stack when bound to "::", IPv6 only is fine for a specific address.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        listener: socket.socket | None = None,
+    ) -> None:
+        sock = listener if listener is not None else listen(*address)
+        self.address_family = sock.family
+        super().__init__(address, handler, bind_and_activate=False)
+        self.socket.close()  # the unbound one the base class made
+        self.socket = sock
+        self.server_address = sock.getsockname()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s ended with an error", client_address, exc_info=True)

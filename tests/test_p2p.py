@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -267,3 +269,36 @@ def test_peers_of_one_blob_meet_at_one_supernode_and_move_together(
     # Each supernode's CDN fetched the blob at most once; the third was never involved.
     assert origin.stats.bytes_by_path["/ring.bin"] <= 2 * size * 1.05
     assert "registered" not in (by_address[ring[2]].log.read_text())
+
+
+# dfget with a peer server that never comes up after its port was bound and advertised.
+NO_SERVER = (
+    "import sys; import dfget.uploader.spawn as spawn; "
+    "spawn._start = lambda args, listener: None; "
+    "from dfget.cli import main; sys.argv[0] = 'dfget'; main()"
+)
+
+
+def test_peer_server_that_never_starts_is_withdrawn(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    data = random_bytes(SIZE, seed=19)
+    url = origin.add("/unserved.bin", data)
+    node = supernode()
+    result = subprocess.run(
+        [sys.executable, "-c", NO_SERVER, *peers.args("p1", url, node.node)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == ExitCode.OK, result.stderr.decode()[-2000:]
+    first = json.loads(result.stdout)
+    assert peers.output("p1") == data
+    assert not first["serving"]
+    assert any("peer server did not start" in note for note in first["notes"])  # type: ignore[union-attr]
+    assert not list((peers.root / "p1" / "data").iterdir())  # the work file went to the output
+
+    # The supernode was told: the next peer is not sent to the dead port at all.
+    second = peers.run("p2", url, node.node)
+    assert peers.output("p2") == data
+    assert by_kind(second)["peer"] == 0 and by_kind(second)["cdn"] == SIZE
+    assert all(h["failures"] == 0 for h in second["holders"])  # type: ignore[index, union-attr]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from dfget.uploader import client
-from dfget.uploader.spawn import ensure_server
-from tests.conftest import FakeSupernode, PeerServer, launch_peer_server
-from tests.helpers import random_bytes, stop_process
+from dfget.listener import listen
+from dfget.uploader import client, meta
+from dfget.uploader.spawn import ServerStart
+from tests.conftest import FakeSupernode, PeerServer, launch_peer_server, read_first_line
+from tests.helpers import random_bytes, start_dfget, stop_process
 
 P = 4 * 1024 * 1024
 TASK_ID = "24880c54b89402eb273a93e83dafea4c549702070504bec0bc96a1a0bc9cc25c"
@@ -252,6 +253,35 @@ def test_unusable_address_fails_to_start(tmp_path: Path) -> None:
         stop_process(proc)
 
 
+def test_serves_on_an_inherited_listening_socket(tmp_path: Path) -> None:
+    home = tmp_path / "inherited"
+    with listen("127.0.0.1", 0) as listener:
+        port = listener.getsockname()[1]
+        proc = start_dfget(
+            ["server", "--ip", "127.0.0.1", "--home", str(home), "--listen-fd",
+             str(listener.fileno())],
+            pass_fds=(listener.fileno(),),
+        )  # fmt: skip
+    try:
+        assert read_first_line(proc) == f"dfget uploader server port is {port}"
+        assert client.ping("127.0.0.1", port)
+        assert meta.read_port(home / "meta" / "host.meta") == port
+    finally:
+        stop_process(proc)
+
+
+def test_inherited_descriptor_must_be_a_listening_socket(tmp_path: Path) -> None:
+    with socket.socket() as unbound, open(tmp_path / "file", "w") as regular:
+        for fd, why in ((unbound.fileno(), "not a listening socket"), (regular.fileno(), "")):
+            proc = start_dfget(
+                ["server", "--home", str(tmp_path / "home"), "--listen-fd", str(fd)],
+                pass_fds=(fd,),
+            )
+            _, stderr = proc.communicate(timeout=30)
+            assert proc.returncode == 1
+            assert b"dfget server: cannot listen" in stderr and why.encode() in stderr
+
+
 def test_log_lines_have_v1_format_and_no_headers(peer_server: StartServer) -> None:
     server = peer_server("--verbose")
     server.add_task("logged", b"l" * 100)
@@ -282,7 +312,7 @@ def spawn_home(tmp_path: Path) -> Iterator[Path]:
 
 def spawn(home: Path, name: str) -> int | None:
     """What the downloader does for a p2p download of task file ``name``."""
-    return ensure_server(
+    start = ServerStart(
         home,
         ip="127.0.0.1",
         port=0,
@@ -292,14 +322,17 @@ def spawn(home: Path, name: str) -> int | None:
         verbose=False,
         task_file_name=name,
     )
+    port = start.port()  # known before the server is up: we bound it
+    return port if start.ready() else None
 
 
 RACER = """
 import sys
 from pathlib import Path
-from dfget.uploader.spawn import ensure_server
-print(ensure_server(Path(sys.argv[1]), ip="127.0.0.1", port=0, expiretime=60.0, alivetime=60.0,
-                    totallimit=0, verbose=False, task_file_name=sys.argv[2]))
+from dfget.uploader.spawn import ServerStart
+start = ServerStart(Path(sys.argv[1]), ip="127.0.0.1", port=0, expiretime=60.0, alivetime=60.0,
+                    totallimit=0, verbose=False, task_file_name=sys.argv[2])
+print(start.port() if start.ready() else None)
 """
 
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
 from dfget.digest import Digest, expected_digests
@@ -50,9 +51,13 @@ from dfget.redact import redact_url
 from dfget.supernode_client import node_order
 from dfget.units import format_duration
 
+if TYPE_CHECKING:
+    from dfget.uploader.spawn import ServerStart
+
 log = logging.getLogger("dfget.download")
 
 REASON_SOURCE_PATTERN = 100
+SERVER_DID_NOT_START = "peer server did not start: downloading without serving (cdn pattern)"
 
 
 def run(settings: Settings) -> int:
@@ -100,11 +105,22 @@ class _Peer:
     """This host's part in the P2P network for one download."""
 
     identity: Identity
-    server_port: int  # 0: nothing served (cdn pattern, or the peer server failed)
+    server: ServerStart | None  # None: nothing served (cdn pattern)
+
+    @property
+    def server_port(self) -> int:
+        """The port advertised to the supernode; 0: nothing served (cdn pattern, or the peer
+        server could not even be given a port)."""
+        return self.server.port() if self.server is not None else 0
 
     @property
     def serving(self) -> bool:
         return self.server_port > 0
+
+    @property
+    def served(self) -> bool:
+        """Whether the peer server came up and serves this download (waits for its start)."""
+        return self.server is not None and self.serving and self.server.ready()
 
 
 def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
@@ -166,7 +182,7 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
                 peer.identity,
                 _nodes(settings),
                 target,
-                server_port=peer.server_port,
+                server=peer.server if peer.serving else None,
                 headers=headers,
                 accounting=outcome.accounting,
                 progress=progress,
@@ -190,6 +206,9 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
         outcome.length = total
         outcome.digests = _verify(settings, target, total, p2p, resume, source, reporter, outcome)
         target.flush_stdout_tail(total)
+        if peer is not None and peer.serving and not peer.served:
+            reporter.note(SERVER_DID_NOT_START)
+            target.keep_work_file = False  # nobody serves it: move it out of the data dir
         target.commit(total)
         if journal is not None:
             journal.discard()
@@ -433,26 +452,26 @@ def _join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> _
     ip = settings.ip or local_ip
     name = "stdout" if settings.to_stdout else settings.output.name
     identity = Identity.new(ip, name)
-    port = 0
-    if settings.pattern == "p2p":
-        from dfget.uploader.spawn import ensure_server
+    if settings.pattern != "p2p":
+        return _Peer(identity, None)
+    from dfget.uploader.spawn import ServerStart
 
-        port = (
-            ensure_server(
-                settings.home,
-                ip=ip,
-                port=settings.port,
-                expiretime=settings.expiretime,
-                alivetime=settings.alivetime,
-                totallimit=settings.totallimit,
-                verbose=settings.verbose,
-                task_file_name=identity.task_file_name,
-            )
-            or 0
-        )
-        if not port:
-            reporter.note("peer server did not start: downloading without serving (cdn pattern)")
-    return _Peer(identity, port)
+    peer = _Peer(
+        identity,
+        ServerStart(
+            settings.home,
+            ip=ip,
+            port=settings.port,
+            expiretime=settings.expiretime,
+            alivetime=settings.alivetime,
+            totallimit=settings.totallimit,
+            verbose=settings.verbose,
+            task_file_name=identity.task_file_name,
+        ),
+    )
+    if not peer.serving:
+        reporter.note(SERVER_DID_NOT_START)
+    return peer
 
 
 def _give_up_p2p(
@@ -517,7 +536,7 @@ def _known_length(p2p: P2PDownload | None) -> int | None:
 def _announce(settings: Settings, peer: _Peer | None, p2p: P2PDownload, outcome: Outcome) -> None:
     """Tell our peer server the file is complete and verified; say for how long it is served."""
     registration = p2p.state.registration
-    if peer is None or not peer.serving or registration is None:
+    if peer is None or not peer.served or registration is None:
         return
     from dfget.uploader import client
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node, Settings
@@ -59,6 +59,9 @@ from dfget.supernode_client import (
     new_http_client,
     node_order,
 )
+
+if TYPE_CHECKING:
+    from dfget.uploader.spawn import ServerStart
 
 log = logging.getLogger("dfget.p2p")
 
@@ -161,7 +164,7 @@ class P2PDownload:
         nodes: list[Node],
         target: Target,
         *,
-        server_port: int,
+        server: ServerStart | None,
         headers: Sequence[tuple[str, str]],
         accounting: Accounting,
         progress: Progress,
@@ -175,7 +178,8 @@ class P2PDownload:
         self.identity = identity
         self.nodes = node_order(nodes, task_key)
         self.target = target
-        self.server_port = server_port
+        self.server = server
+        self.server_port = server.port() if server is not None else 0  # 0: not serving
         self.headers = list(headers)
         self.scrub = Scrubber(settings.url, self.headers)  # for what supernodes say back
         self.accounting = accounting
@@ -194,7 +198,7 @@ class P2PDownload:
         self._reporter = threading.Thread(target=self._report_successes, daemon=True)
         self._reporter.start()
         self._closing = threading.Event()
-        if server_port:
+        if self.server_port:
             threading.Thread(target=self._refresh_rate, daemon=True, name="rate").start()
         self.client: SupernodeClient | None = None
 
@@ -587,6 +591,7 @@ class P2PDownload:
             item = self._success_reports.get()
             if item is None:
                 return
+            self._await_server()
             client, dst_cid, piece_range, _holder = item
             assert self.state.registration is not None
             for attempt in range(3):
@@ -602,6 +607,15 @@ class P2PDownload:
                         self.scrub(str(exc)),
                     )
                     time.sleep(random.uniform(0.05, 0.55))
+
+    def _await_server(self) -> None:
+        """Before a success report sends other peers to us: our peer server, which started
+        while we registered, must be up. If it never came, take back the advertised port."""
+        if self.server is None or self.server.ready() or not self.server_port:
+            return
+        log.warning("the peer server did not start: telling the supernode we serve nothing")
+        self.withdraw()
+        self.server_port = 0  # also for any later registration
 
     def _finish(self, in_flight: dict[int, PieceTask]) -> int:
         registration = self.state.registration

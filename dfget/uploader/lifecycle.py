@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -59,7 +60,13 @@ def _run(options: ServerOptions) -> int:
     uploader = Uploader(options, reporter.submit)
     host = options.ip.strip("[]")
     try:
-        server, port = ports.bind(host, options.port, lambda p: UploaderServer((host, p), uploader))
+        if options.listen_fd is not None:
+            listener = _inherited_listener(options.listen_fd)
+            server, port = UploaderServer((host, 0), uploader, listener), listener.getsockname()[1]
+        else:
+            server, port = ports.bind(
+                host, options.port, lambda p: UploaderServer((host, p), uploader)
+            )
     except OSError as exc:
         return _fail(f"cannot listen on {options.ip or '*'}: {exc}")
     if server is None:
@@ -120,6 +127,14 @@ def _wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
         info = signal.sigtimedwait(SIGNALS, max(wait, 0.01))
         if info is not None:
             return f"received {signal.Signals(info.si_signo).name}"
+
+
+def _inherited_listener(fd: int) -> socket.socket:
+    listener = socket.socket(fileno=fd)
+    if not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        listener.detach()
+        raise OSError(f"descriptor {fd} is not a listening socket")
+    return listener
 
 
 def _announce(port: int) -> None:

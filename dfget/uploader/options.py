@@ -19,6 +19,7 @@ class ServerOptions:
     alivetime: float = DEFAULT_ALIVETIME
     totallimit: int = 0
     verbose: bool = False
+    listen_fd: int | None = None  # an inherited listening socket to serve on
 
     @property
     def data_dir(self) -> Path:

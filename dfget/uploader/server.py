@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 
 from dfget import PROTOCOL_VERSION
@@ -36,9 +37,11 @@ OK = "success"
 
 
 class UploaderServer(Server):
-    def __init__(self, address: tuple[str, int], uploader: Uploader) -> None:
+    def __init__(
+        self, address: tuple[str, int], uploader: Uploader, listener: socket.socket | None = None
+    ) -> None:
         self.uploader = uploader
-        super().__init__(address, UploaderHandler)
+        super().__init__(address, UploaderHandler, listener)
 
 
 class UploaderHandler(Handler):

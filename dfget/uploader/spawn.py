@@ -2,9 +2,15 @@
 
 One peer server serves every download of a work home. The port recorded in the meta file is
 reused when the server there answers ``/check/``; otherwise, under an exclusive lock in the meta
-directory (so two concurrent dfget runs never start two servers), the check is repeated and a
-new server is started fully detached: its own session, no inherited descriptors, reaped by a
-thread if it exits while we still run. It outlives the download on purpose.
+directory (so two concurrent dfget runs never start two servers), the check is repeated, the
+listening socket is bound here and a new server is started on it, fully detached: its own
+session, no other inherited descriptors, reaped by a thread if it exits while we still run. It
+outlives the download on purpose.
+
+Binding here means the port is known before the new Python process is up, so the download
+registers with the supernode while the server starts (~0.1 s saved per download); connections
+that arrive meanwhile wait in the socket's backlog. All of it runs on a thread of its own:
+:meth:`ServerStart.port` waits for the port, :meth:`ServerStart.ready` for the server.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +26,9 @@ import time
 from pathlib import Path
 
 import dfget
+from dfget.listener import listen
 from dfget.units import format_duration
-from dfget.uploader import client, meta
+from dfget.uploader import client, meta, ports
 
 log = logging.getLogger("dfget.uploader.spawn")
 
@@ -31,63 +39,105 @@ LOCK_TIMEOUT = START_TIMEOUT + 5.0  # another dfget may be starting one right no
 MAX_LINE = 256
 
 
-def ensure_server(
-    home: Path,
-    *,
-    ip: str,
-    port: int,
-    expiretime: float,
-    alivetime: float,
-    totallimit: int,
-    verbose: bool,
-    task_file_name: str,
-) -> int | None:
-    """The port of a peer server that has registered ``task_file_name``, or None (logged)
-    when none could be found or started; the download then goes on without serving."""
-    home = home.absolute()  # the server runs from "/"
-    meta_dir = home / "meta"
-    meta_file = meta_dir / "host.meta"
-    data_dir = home / "data"
+class ServerStart:
+    """Finding or starting the peer server that serves ``task_file_name``, in the background."""
 
-    def running() -> int | None:
-        known = meta.read_port(meta_file)
-        if known and client.check(ip, known, task_file_name, data_dir, totallimit):
-            return known
-        return None
+    def __init__(
+        self,
+        home: Path,
+        *,
+        ip: str,
+        port: int,
+        expiretime: float,
+        alivetime: float,
+        totallimit: int,
+        verbose: bool,
+        task_file_name: str,
+    ) -> None:
+        home = home.absolute()  # the server runs from "/"
+        self.ip = ip
+        self.requested_port = port
+        self.totallimit = totallimit
+        self.task_file_name = task_file_name
+        self.meta_dir = home / "meta"
+        self.meta_file = self.meta_dir / "host.meta"
+        self.data_dir = home / "data"
+        self.args = [
+            sys.executable, "-m", "dfget", "server",
+            "--ip", ip,
+            "--meta", str(self.meta_file),
+            "--data", str(self.data_dir),
+            "--home", str(home),
+            "--expiretime", format_duration(expiretime),
+            "--alivetime", format_duration(alivetime),
+            "--totallimit", str(totallimit),
+        ]  # fmt: skip
+        if verbose:
+            self.args.append("--verbose")
+        self._port = 0
+        self._ok = False
+        self._port_known = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="peer-server-start", daemon=True).start()
 
-    if (found := running()) is not None:
-        return found
-    args = [
-        sys.executable, "-m", "dfget", "server",
-        "--ip", ip,
-        "--port", str(port),
-        "--meta", str(meta_file),
-        "--data", str(data_dir),
-        "--home", str(home),
-        "--expiretime", format_duration(expiretime),
-        "--alivetime", format_duration(alivetime),
-        "--totallimit", str(totallimit),
-    ]  # fmt: skip
-    if verbose:
-        args.append("--verbose")
-    try:
-        with meta.lock(meta_dir, timeout=LOCK_TIMEOUT):
-            if (found := running()) is not None:
-                return found
-            started = _start(args)
+    def port(self) -> int:
+        """The port the server listens on (or will, once started); 0 when there is none."""
+        self._port_known.wait()
+        return self._port
+
+    def ready(self) -> bool:
+        """Wait until the server answered ``/check/`` for our task; False (logged) when it
+        could not be found or started: the download then goes on without serving."""
+        self._done.wait()
+        return self._ok
+
+    def _run(self) -> None:
+        try:
+            self._ok = self._find_or_start()
+        except OSError as exc:
+            log.warning("cannot start the peer server: %s", exc)
+        finally:
+            self._port_known.set()
+            self._done.set()
+
+    def _publish(self, port: int) -> None:
+        self._port = port
+        self._port_known.set()
+
+    def _check(self, port: int) -> bool:
+        return client.check(self.ip, port, self.task_file_name, self.data_dir, self.totallimit)
+
+    def _running(self) -> int | None:
+        known = meta.read_port(self.meta_file)
+        return known if known and self._check(known) else None
+
+    def _find_or_start(self) -> bool:
+        if (found := self._running()) is not None:
+            self._publish(found)
+            return True
+        with meta.lock(self.meta_dir, timeout=LOCK_TIMEOUT):
+            if (found := self._running()) is not None:
+                self._publish(found)
+                return True
+            host = self.ip.strip("[]")
+            listener, port = ports.bind(host, self.requested_port, lambda p: listen(host, p))
+            self._publish(port)
+            if listener is None:  # a peer server already listens on the fixed port: adopt it
+                return self._check(port)
+            with listener:
+                started = _start([*self.args, "--listen-fd", str(listener.fileno())], listener)
             if started is None:
-                return None
-            if client.check(ip, started, task_file_name, data_dir, totallimit):
-                log.info("started peer server on port %d", started)
-                return started
-            log.warning("the new peer server on port %d does not answer /check/", started)
-    except OSError as exc:
-        log.warning("cannot start the peer server: %s", exc)
-    return None
+                return False
+            if self._check(port):
+                log.info("started peer server on port %d", port)
+                return True
+            log.warning("the new peer server on port %d does not answer /check/", port)
+            return False
 
 
-def _start(args: list[str]) -> int | None:
-    """Spawn the server and read its announced port; None (logged) if it does not announce."""
+def _start(args: list[str], listener: socket.socket) -> int | None:
+    """Spawn the server on ``listener`` and read its announced port; None (logged) if it does
+    not announce."""
     package_root = str(Path(dfget.__file__).resolve().parent.parent)
     env = {
         **os.environ,
@@ -99,6 +149,7 @@ def _start(args: list[str]) -> int | None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         close_fds=True,
+        pass_fds=(listener.fileno(),),
         start_new_session=True,
         cwd="/",
         env=env,
