@@ -574,8 +574,10 @@ def version() -> None:
 
 def main() -> None:
     # The command is synchronous. httpcore imports trio at import time when it is installed
-    # (~45 ms of every run), so a process of ours hides it: httpcore then goes without.
+    # (~45 ms of every run), so a process of ours hides it: httpcore then goes without. httpx
+    # likewise imports its own command-line client (pygments and more, ~8 ms), never used here.
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         code = cli.main(prog_name="dfget", standalone_mode=False)
     except click.exceptions.Abort:
