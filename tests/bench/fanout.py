@@ -299,6 +299,7 @@ def report(rows: list[Row], size: int, cap: float) -> str:
 
 def run(args: argparse.Namespace) -> str:
     common.require_tools()
+    common.byte_compile()
     size = args.size_mib * common.MiB
     cap = args.cap_mbps * MB
     root = Path(tempfile.mkdtemp(prefix="dfget-bench-fanout-", dir=args.dir))

@@ -138,6 +138,7 @@ def run_benchmark(size_mib: int, runs: int, workdir: Path | None, args: argparse
         (common.NGINX, "nginx-light"),
         *([("py-spy", "py-spy (pip)")] if args.profile else []),
     )
+    common.byte_compile()
     bench: Bench | None = None
     with common.random_docroot(size_mib, workdir, prefix="dfget-bench-p2p-") as (root, data):
         try:

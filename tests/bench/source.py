@@ -31,6 +31,7 @@ from tests.bench.common import (  # noqa: E402
     MiB,
     Sample,
     arguments,
+    byte_compile,
     fresh,
     log_run,
     median,
@@ -65,6 +66,7 @@ def serve_with_origin(root: Path, data: Path) -> Iterator[str]:
 
 def run_benchmark(size_mib: int, runs: int, workdir: Path | None, prime: bool = True) -> str:
     require_tools()
+    byte_compile()
     with random_docroot(size_mib, workdir) as (root, data):
         use_nginx = Path(NGINX).exists()
         server = serve_with_nginx(root, data.parent) if use_nginx else serve_with_origin(root, data)
