@@ -36,7 +36,11 @@ class Server(ThreadingHTTPServer):
     ) -> None:
         sock = listener if listener is not None else listen(*address)
         self.address_family = sock.family
-        super().__init__(address, handler, bind_and_activate=False)
+        try:
+            super().__init__(address, handler, bind_and_activate=False)
+        except BaseException:
+            sock.close()
+            raise
         self.socket.close()  # the unbound one the base class made
         self.socket = sock
         self.server_address = sock.getsockname()

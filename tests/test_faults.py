@@ -15,7 +15,7 @@ Covered elsewhere and only referenced here:
 7. replaced on success, kept on failure (source pattern):
    test_source_download.py::test_existing_destination_is_replaced, test_wrong_sha256_keeps_...;
 8. a SIGKILLed server's stale meta file, a fixed port taken by another program:
-   test_uploader_lifecycle.py::test_ensure_server_reuses_and_replaces,
+   test_uploader_lifecycle.py::test_server_start_reuses_and_replaces,
    test_port_held_by_another_program_gives_another_port;
 9. two racing spawns start one server: test_uploader_lifecycle.py::test_racing_dfgets_...;
 12. a finished file changed (mtime) or replaced (inode) is not served:

@@ -310,12 +310,12 @@ def spawn_home(tmp_path: Path) -> Iterator[Path]:
     assert wait_until(lambda: not servers_of(home), timeout=10)
 
 
-def spawn(home: Path, name: str) -> int | None:
+def spawn(home: Path, name: str, port: int = 0) -> int | None:
     """What the downloader does for a p2p download of task file ``name``."""
     start = ServerStart(
         home,
         ip="127.0.0.1",
-        port=0,
+        port=port,
         expiretime=60.0,
         alivetime=60.0,
         totallimit=0,
@@ -356,7 +356,7 @@ def test_racing_dfgets_start_one_server(spawn_home: Path) -> None:
         assert served(peer, name) == 206
 
 
-def test_ensure_server_reuses_and_replaces(spawn_home: Path) -> None:
+def test_server_start_reuses_and_replaces(spawn_home: Path) -> None:
     first = spawn(spawn_home, "one")
     assert first is not None
     assert spawn(spawn_home, "two") == first
@@ -367,4 +367,25 @@ def test_ensure_server_reuses_and_replaces(spawn_home: Path) -> None:
     assert not client.ping("127.0.0.1", first)
     second = spawn(spawn_home, "three")
     assert second is not None and client.ping("127.0.0.1", second)
+    assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]
+
+
+def test_server_start_adopts_a_live_server_on_the_fixed_port(
+    spawn_home: Path, peer_server: StartServer
+) -> None:
+    port = free_port_in_range()
+    live = peer_server("--port", str(port), home=spawn_home)
+    meta.write_port(spawn_home / "meta" / "host.meta", 0)  # its record lost: only the port tells
+    assert spawn(spawn_home, "adopted", port=port) == port
+    assert servers_of(spawn_home) == [live.proc.pid]  # no second server
+    assert meta.read_port(spawn_home / "meta" / "host.meta") == 0
+
+
+def test_server_start_moves_off_a_fixed_port_held_by_another_program(spawn_home: Path) -> None:
+    port = free_port_in_range()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))  # bound, not a peer server
+        started = spawn(spawn_home, "elsewhere", port=port)
+    assert started is not None and started != port and 15000 <= started <= 65000
+    assert client.ping("127.0.0.1", started)
     assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]

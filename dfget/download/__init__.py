@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dfget.download")
 
 REASON_SOURCE_PATTERN = 100
-SERVER_DID_NOT_START = "peer server did not start: downloading without serving (cdn pattern)"
+SERVER_DID_NOT_START = "peer server did not start: this download is not served to other peers"
 
 
 def run(settings: Settings) -> int:

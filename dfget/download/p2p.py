@@ -575,8 +575,12 @@ class P2PDownload:
     def withdraw(self) -> None:
         """The download failed and its pieces left our peer server: tell the supernode, which
         would otherwise keep sending peers to us for pieces we no longer serve."""
+        if self.server_port:
+            self._service_down()
+
+    def _service_down(self) -> None:
         registration = self.state.registration
-        if not self.server_port or registration is None:
+        if registration is None:
             return
         from dfget.uploader import client
 
@@ -614,8 +618,8 @@ class P2PDownload:
         if self.server is None or self.server.ready() or not self.server_port:
             return
         log.warning("the peer server did not start: telling the supernode we serve nothing")
-        self.withdraw()
-        self.server_port = 0  # also for any later registration
+        self.server_port = 0  # first, for any registration from now on
+        self._service_down()
 
     def _finish(self, in_flight: dict[int, PieceTask]) -> int:
         registration = self.state.registration
@@ -670,7 +674,7 @@ class P2PDownload:
 
         host = client.loopback_for(self.identity.ip)
         requested = self.settings.locallimit
-        while not self._closing.wait(RATE_REFRESH_SECONDS):
+        while not self._closing.wait(RATE_REFRESH_SECONDS) and self.server_port:
             granted = client.rate(host, self.server_port, self.identity.task_file_name, requested)
             if requested and 0 < granted <= requested:
                 self.bucket.set_rate(granted)

@@ -49,7 +49,7 @@ def bind(ip: str, port: int, make: Callable[[int], S]) -> tuple[S | None, int]:
         except OSError as exc:
             if exc.errno not in _SKIPPABLE:
                 raise
-            if exc.errno == errno.EADDRINUSE and client.ping(ip, port, timeout=0.5):
+            if exc.errno == errno.EADDRINUSE and client.ping(ip, port):
                 log.info("a peer server already listens on port %d: adopting it", port)
                 return None, port
             log.warning("port %d is not available (%s): choosing another", port, exc.strerror)

@@ -94,8 +94,10 @@ class ServerStart:
     def _run(self) -> None:
         try:
             self._ok = self._find_or_start()
-        except OSError as exc:
-            log.warning("cannot start the peer server: %s", exc)
+        except Exception as exc:  # the download goes on without serving; a bug gets its trace
+            log.warning(
+                "cannot start the peer server: %s", exc, exc_info=not isinstance(exc, OSError)
+            )
         finally:
             self._port_known.set()
             self._done.set()
@@ -127,6 +129,9 @@ class ServerStart:
             with listener:
                 started = _start([*self.args, "--listen-fd", str(listener.fileno())], listener)
             if started is None:
+                return False
+            if started != port:
+                log.warning("the new peer server announced port %d, not %d", started, port)
                 return False
             if self._check(port):
                 log.info("started peer server on port %d", port)
