@@ -97,6 +97,25 @@ def test_rarest_piece_first() -> None:
     assert order == [3, 1, 2, 0]
 
 
+def test_equally_rare_pieces_go_front_to_back_window_by_window() -> None:
+    """So that the client's in-order sha256 (and -o - streaming) keeps pace with it."""
+    window = SchedulerConfig().order_window
+    scheduler = ready(40)
+    scheduler.add_client("a")
+    order: list[int] = []
+    for _ in range(40):
+        decision = scheduler.schedule("a", 0)
+        if decision.outcome is Outcome.FINISHED:
+            break
+        for item in decision.assignments:
+            order.append(item.piece)
+            assert scheduler.report("a", item.piece, item.holder, True, 0)
+    assert sorted(order) == list(range(40))
+    for done, piece in enumerate(order):
+        assert piece // window <= done // window + 1  # never more than one window ahead
+    assert order != sorted(order)  # random within a window: clients that start together spread
+
+
 def test_load_spreads_over_holders_least_loaded_first() -> None:
     scheduler = ready(4)
     for cid in ("a", "b"):

@@ -12,7 +12,10 @@ held every piece. This scheduler is built around the opposite rule:
   need it wait for it to land on that client, for at most ``fetch_wait`` seconds; so each byte
   leaves the origin about once.
 * **Rarest first**, least loaded holder first ("power of d choices" over a random sample, then a
-  full scan only when the sample has nobody free), seeded randomness for ties.
+  full scan only when the sample has nobody free). Among equally rare pieces, earlier windows of
+  ``order_window`` pieces first, seeded randomness within a window: a client then completes
+  its file roughly front to back, so its whole-file digest (sha256 hashes in file order) and
+  ``-o -`` streaming keep pace with the download instead of waiting for its end.
 * A holder that failed a client is blacklisted for that client; a holder that keeps failing is
   eliminated; a holder whose service went down is dropped at once. Upstream slots are released
   on success *and* failure (v1 leaked them on failure), and every running piece expires after
@@ -93,6 +96,9 @@ class SchedulerConfig:
     scan_limit: int = 256
     """Holders one decision examines in full scans, beyond the samples. Bounds a decision's cost
     at any fleet size; past it, a piece whose sampled holders are all saturated counts as busy."""
+    order_window: int = 8
+    """Equally rare pieces are handed out window by window of this many pieces (randomly within
+    one): front to back, yet spread over several pieces for clients that start together."""
 
 
 @dataclass(slots=True)
@@ -309,7 +315,8 @@ class Scheduler:
                     return Decision(Outcome.LIMITED)
             return Decision(Outcome.NOTHING_AVAILABLE)
         upstream_full = self._upstream_load >= self.config.upstream_limit
-        candidates: list[tuple[int, float, int]] = []
+        candidates: list[tuple[int, int, float, int]] = []
+        window = self.config.order_window
         needed = blocked = False
         for piece in range(self._size):
             held = holders[piece]
@@ -323,7 +330,7 @@ class Scheduler:
                 blocked = True  # only upstream has it, and upstream cannot take it now
                 continue
             rarity = len(held) + (len(fetchers) if fetchers else 0)
-            candidates.append((rarity, self._rng.random(), piece))
+            candidates.append((rarity, piece // window, self._rng.random(), piece))
         if not needed:
             return Decision(Outcome.NOTHING_AVAILABLE)
         if not candidates:
@@ -333,7 +340,7 @@ class Scheduler:
         self._scan_left = self.config.scan_limit
         assignments: list[Assignment] = []
         while candidates and len(client.running) < self.config.down_limit:
-            piece = heapq.heappop(candidates)[2]
+            piece = heapq.heappop(candidates)[3]
             holder = self._choose(cid, client, piece, now, skip)
             if holder is not None:
                 self._start(cid, client, piece, holder, now)
