@@ -402,23 +402,27 @@ class Imposter:
         self.listener = socket.create_server(("127.0.0.1", peer_port()), backlog=64)
         self.port = self.listener.getsockname()[1]
         self.kind = kind
-        if kind == "http":
-            threading.Thread(target=self._answer, daemon=True).start()
+        self.connections: list[socket.socket] = []  # the silent kind keeps them open
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _answer(self) -> None:
+    def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            with conn:
+            self.connections.append(conn)
+            if self.kind == "http":
                 conn.recv(65536)
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nsuccess"
                 )
+                conn.close()
 
     def close(self) -> None:
         self.listener.close()
+        for conn in self.connections:
+            conn.close()
 
 
 @pytest.mark.parametrize("stale", ["garbage", "dead-port", "silent", "http", "other-home"])
@@ -454,6 +458,8 @@ def test_stale_meta_file_gets_a_new_server_without_hanging(
             imposter.close()
     assert (runs.out / "f.bin").read_bytes() == data
     assert result["serving"]
+    if imposter is not None:  # asked once, not again under the spawn lock (each ask can wait 2 s)
+        assert len(imposter.connections) == 1
     port = runs.server_port("h")
     assert port != stale_port
     (task_file,) = (runs.root / "h" / "data").glob("*.service")

@@ -109,16 +109,23 @@ class ServerStart:
     def _check(self, port: int) -> bool:
         return client.check(self.ip, port, self.task_file_name, self.data_dir, self.totallimit)
 
-    def _running(self) -> int | None:
+    def _running(self, failed: int = 0) -> tuple[int | None, int]:
+        """The recorded port if its server answers; and the recorded port itself. A port that
+        ``failed`` already is not asked again (a stale port can take the whole timeout)."""
         known = meta.read_port(self.meta_file)
-        return known if known and self._check(known) else None
+        if known and known != failed and self._check(known):
+            return known, known
+        return None, known
 
     def _find_or_start(self) -> bool:
-        if (found := self._running()) is not None:
+        found, failed = self._running()
+        if found is not None:
             self._publish(found)
             return True
         with meta.lock(self.meta_dir, timeout=LOCK_TIMEOUT):
-            if (found := self._running()) is not None:
+            # Another dfget may have started a server while we waited for the lock.
+            found, _ = self._running(failed)
+            if found is not None:
                 self._publish(found)
                 return True
             host = self.ip.strip("[]")
