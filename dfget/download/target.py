@@ -103,7 +103,8 @@ class Target:
     def store(self, offset: int, data: memoryview | bytes) -> None:
         """Write ``data`` at ``offset`` and mark it final (journaled for a later resume)."""
         self.write(offset, data)
-        start_writeback(self.fd, offset, len(data))
+        if self.destination is not None:  # with -o - the work file is only a reorder buffer
+            start_writeback(self.fd, offset, len(data))
         if self.journal is not None:
             self.journal.add(offset, offset + len(data), digest_of(data))
         self.complete(offset, offset + len(data))
@@ -251,7 +252,8 @@ class Target:
         """
         try:
             os.ftruncate(self.fd, total)
-            os.fsync(self.fd)
+            if self.destination is not None:  # stdout already has the bytes: nothing to keep
+                os.fsync(self.fd)
         except OSError as exc:
             raise local_io_error("write", self.work_path, exc) from exc
         self._close()
