@@ -120,7 +120,7 @@ class _Peer:
     @property
     def served(self) -> bool:
         """Whether the peer server came up and serves this download (waits for its start)."""
-        return self.server is not None and self.serving and self.server.ready()
+        return self.server is not None and self.server.ready()
 
 
 def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
