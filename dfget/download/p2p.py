@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ from dfget.protocol import (
 )
 from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, Scrubber
+from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 from dfget.supernode_client import (
     PieceTask,
     Registration,
@@ -192,15 +194,18 @@ class P2PDownload:
         self.delivered: list[Delivery] = []
         self.http = new_http_client()
         self._results: queue.SimpleQueue[PieceResult | BaseException] = queue.SimpleQueue()
-        self._success_reports: queue.SimpleQueue[tuple[SupernodeClient, str, str, str] | None] = (
+        self._success_reports: queue.SimpleQueue[tuple[SupernodeClient, str, str] | None] = (
             queue.SimpleQueue()
         )
+        self._announcer = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="announce")
         self._reporter = threading.Thread(target=self._report_successes, daemon=True)
         self._reporter.start()
         self._closing = threading.Event()
         if self.server_port:
             threading.Thread(target=self._refresh_rate, daemon=True, name="rate").start()
         self.client: SupernodeClient | None = None
+        self.pending: PendingPieces | None = None
+        self._announced: set[int] = set()
 
     # -- registration ---------------------------------------------------------------------
 
@@ -311,6 +316,7 @@ class P2PDownload:
             if registration.file_length >= 0
             else 0
         )
+        self._share_pending(layout)
         self.fetcher = PieceFetcher(
             layout,
             self.target,
@@ -371,6 +377,7 @@ class P2PDownload:
                             )
                         elif task.piece_num not in in_flight:
                             in_flight[task.piece_num] = task
+                            self._announce_early(task)
                             workers.submit(task)
                             started += 1
                         else:
@@ -411,6 +418,8 @@ class P2PDownload:
                                 f"piece {result.task.piece_num} failed {count} times, last from "
                                 f"{result.kind} {result.holder}: {result.error}",
                             )
+                        if again is None and result.task.piece_num in self._announced:
+                            again = result.task  # the supernode counts it as ours already
                         if again is not None:
                             in_flight[again.piece_num] = again
                             workers.submit(again)
@@ -430,6 +439,7 @@ class P2PDownload:
             self.cancel.cancel()
             workers.close()
             self._account_stragglers()
+            self._give_up_announced(in_flight)
 
     def _migrate(self, why: str) -> _Report:
         """Re-register elsewhere, keeping every piece already on disk; the next pull starts over."""
@@ -455,6 +465,58 @@ class P2PDownload:
                 return
             if isinstance(item, PieceResult) and item.ok:
                 self._account(item)
+
+    # -- early announcement of origin pieces (dfget/uploader/pending.py) --------------------
+
+    def _share_pending(self, layout: Layout) -> None:
+        """In the source pattern, with our peer server serving the work file, open the file
+        that tells it which announced pieces are still being fetched."""
+        if self.pending is not None:
+            self.pending.close()
+            self.pending = None
+        work = self.target.work_path
+        name = self.identity.task_file_name
+        if layout.wrapped or not self.server_port or work.name != f"{name}.service":
+            return
+        if self.state.pieces_total <= 0:
+            return
+        try:
+            self.pending = PendingPieces(pending_path(work.parent, name), self.state.pieces_total)
+        except OSError as exc:
+            log.info("pieces will be reported once stored: %s", exc.strerror or exc)
+
+    def _announce_early(self, task: PieceTask) -> None:
+        """Report an origin piece as ours when its fetch starts, not when it ends.
+
+        v1 sends the pieces nobody holds to the origin first, and a piece being fetched has no
+        holder: each client asking meanwhile would fetch it from the origin too. Announced at
+        once, it has a holder, the others get the pieces nobody fetches yet, and those that need
+        this one wait at our peer server until it lands.
+
+        The announcement names this client as where the piece came from, so v1 does not count
+        it as the end of an origin fetch: the task's origin slot (four per task) stays taken
+        until the normal report naming the supernode, sent once the piece is stored (or given
+        up), and the origin never serves more pieces of the task at once than v1 allows.
+        Sent at once, beside the fetch: our listening socket is bound already, so a peer that
+        comes before our server has started waits in its backlog.
+        """
+        if self.pending is None or "://" not in task.path or self.client is None:
+            return
+        self.pending.mark(task.piece_num, FETCHING)
+        self._announced.add(task.piece_num)
+        self._announcer.submit(self._piece_success, self.client, self.identity.cid, task.range)
+
+    def _give_up_announced(self, in_flight: dict[int, PieceTask]) -> None:
+        """Announced pieces that never landed: peers waiting for them are told at once, and
+        their origin slots are freed."""
+        if self.pending is None:
+            return
+        for piece in self._announced:
+            self.pending.mark(piece, LOST)
+            task = in_flight.get(piece)
+            if task is not None and self.client is not None:
+                self._success_reports.put((self.client, task.cid, task.range))
+        self._announced.clear()
 
     def _have(self, task: PieceTask) -> bool:
         start = self.layout.offset(task.piece_num)
@@ -498,7 +560,12 @@ class P2PDownload:
                 self.state.md5_verified_pieces += 1
             self.state.max_end = max(self.state.max_end, result.end)
             assert self.client is not None
-            self._success_reports.put((self.client, task.cid, task.range, result.holder))
+            if task.piece_num in self._announced:
+                self._announced.discard(task.piece_num)
+                assert self.pending is not None
+                self.pending.mark(task.piece_num, STORED)
+            # For an announced piece, this report (naming the supernode) frees its origin slot.
+            self._success_reports.put((self.client, task.cid, task.range))
             log.debug(
                 "piece %d range %s from %s %s: %d bytes in %.0f ms",
                 task.piece_num,
@@ -590,27 +657,30 @@ class P2PDownload:
             log.info("service-down report to %s failed", registration.node.address)
 
     def _report_successes(self) -> None:
-        """/peer/piece/suc in the background, 3 attempts each (spec §2.5)."""
+        """/peer/piece/suc in the background, in order (spec §2.5)."""
         while True:
             item = self._success_reports.get()
             if item is None:
                 return
             self._await_server()
-            client, dst_cid, piece_range, _holder = item
-            assert self.state.registration is not None
-            for attempt in range(3):
-                try:
-                    client.piece_success(
-                        self.state.registration.task_id, self.identity.cid, dst_cid, piece_range
-                    )
-                    break
-                except SupernodeError as exc:
-                    log.info(
-                        "piece success report failed (attempt %d): %s",
-                        attempt + 1,
-                        self.scrub(str(exc)),
-                    )
-                    time.sleep(random.uniform(0.05, 0.55))
+            self._piece_success(*item)
+
+    def _piece_success(self, client: SupernodeClient, dst_cid: str, piece_range: str) -> None:
+        """One /peer/piece/suc, 3 attempts."""
+        assert self.state.registration is not None
+        for attempt in range(3):
+            try:
+                client.piece_success(
+                    self.state.registration.task_id, self.identity.cid, dst_cid, piece_range
+                )
+                return
+            except SupernodeError as exc:
+                log.info(
+                    "piece success report failed (attempt %d): %s",
+                    attempt + 1,
+                    self.scrub(str(exc)),
+                )
+                time.sleep(random.uniform(0.05, 0.55))
 
     def _await_server(self) -> None:
         """Before a success report sends other peers to us: our peer server, which started
@@ -680,9 +750,12 @@ class P2PDownload:
                 self.bucket.set_rate(granted)
 
     def close(self) -> None:
+        if self.pending is not None:
+            self.pending.close()
         self._closing.set()
         self._success_reports.put(None)
         self._reporter.join(timeout=3)
+        self._announcer.shutdown(wait=True)
         self.http.close()
 
 

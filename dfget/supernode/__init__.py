@@ -16,19 +16,20 @@ from dfget.supernode.api import make_api_handler
 from dfget.supernode.fileserver import make_file_handler
 from dfget.supernode.gc import Collector
 from dfget.supernode.options import SupernodeOptions
-from dfget.supernode.service import Supernode
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.service import SchedulerFactory, Supernode
 
 log = logging.getLogger("dfget.supernode")
 
 
-def run(options: SupernodeOptions) -> int:
+def run(options: SupernodeOptions, scheduler_factory: SchedulerFactory = Scheduler) -> int:
     logging.basicConfig(
         level=logging.DEBUG if options.verbose else logging.INFO,
         format="%(asctime)s %(levelname).4s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    service = Supernode(options)
+    service = Supernode(options, scheduler_factory=scheduler_factory)
     (service.repo / "download").mkdir(parents=True, exist_ok=True)
     shared_port = options.download_port == options.port
     host = options.listen_ip

@@ -257,12 +257,23 @@ class Scheduler:
 
     # ---- reports ---------------------------------------------------------------------------
 
-    def report(self, cid: str, piece: int, holder: str | None, success: bool, now: float) -> bool:
+    def report(
+        self,
+        cid: str,
+        piece: int,
+        holder: str | None,
+        success: bool,
+        now: float,
+        *,
+        announce: bool = False,
+    ) -> bool:
         """A client's result for a piece; returns True when the piece is newly stored.
 
         Success arrives twice from Go dfget (``/peer/task`` with result 503 and
         ``/peer/piece/suc``) in either order; both are idempotent, and either one makes the
-        client a holder. ``holder`` is None when the reporting client named an unknown holder.
+        client a holder (``announce``, true for ``/peer/piece/suc``, matters only to v1, which
+        adds holders from that report alone). ``holder`` is None when the reporting client
+        named an unknown holder.
         """
         self._expire(now)
         client = self._client(cid)

@@ -80,15 +80,24 @@ def refuse(msg: str) -> Reply:
     return Reply(500, envelope(CODE_SYSTEM_ERROR, msg), code=CODE_SYSTEM_ERROR)
 
 
+SchedulerFactory = Callable[[int | None, SchedulerConfig, int | None], Scheduler]
+"""Builds a task's scheduler: piece count (None while unknown), limits, seed. Tests swap in a
+double that schedules exactly as Dragonfly 1.0.6 does."""
+
+
 class TaskConflict(Exception):
     """Same task id, different URL or md5/identifier."""
 
 
 class Supernode:
     def __init__(
-        self, options: SupernodeOptions, clock: Callable[[], float] = time.monotonic
+        self,
+        options: SupernodeOptions,
+        clock: Callable[[], float] = time.monotonic,
+        scheduler_factory: SchedulerFactory = Scheduler,
     ) -> None:
         self.options = options
+        self._new_scheduler = scheduler_factory
         self.repo = options.home / "repo"
         self.metrics = Metrics()
         self._clock = clock
@@ -179,7 +188,7 @@ class Supernode:
             length=length,
             piece_size=piece_size,
             cdn_source=CDN_SOURCE_SUPERNODE if self._local else CDN_SOURCE_SOURCE,
-            scheduler=Scheduler(count, self._config, self._task_seed(tid)),
+            scheduler=self._new_scheduler(count, self._config, self._task_seed(tid)),
             last_access=self._clock(),
             md5=registration.md5,
             fill=fill,
@@ -324,7 +333,8 @@ class Supernode:
         piece = self._piece_of(task, query.get("range", ""))
         if piece is None:
             return f"invalid range {query.get('range', '')!r}"
-        self._record(task, cid, piece, self._holder_id(query.get("dstCid", "")), success, now)
+        holder = self._holder_id(query.get("dstCid", ""))
+        self._record(task, cid, piece, holder, success, now, announce=False)
         return ""
 
     def _work_for(self, task: Task, client: Client, now: float) -> Reply:
@@ -390,7 +400,8 @@ class Supernode:
                 return refuse(f"invalid pieceRange {query.get('pieceRange', '')!r}")
             now = self._clock()
             task.last_access = task.clients[cid].last_seen = now
-            self._record(task, cid, piece, self._holder_id(query.get("dstCid", "")), True, now)
+            holder = self._holder_id(query.get("dstCid", ""))
+            self._record(task, cid, piece, holder, True, now, announce=True)
         return answer(CODE_PIECE_REPORT_OK)
 
     def piece_error(self, query: Mapping[str, str]) -> Reply:
@@ -466,9 +477,17 @@ class Supernode:
         return Reply(200, b"null\n")
 
     def _record(
-        self, task: Task, cid: str, piece: int, holder: str | None, success: bool, now: float
+        self,
+        task: Task,
+        cid: str,
+        piece: int,
+        holder: str | None,
+        success: bool,
+        now: float,
+        *,
+        announce: bool,
     ) -> None:
-        stored = task.scheduler.report(cid, piece, holder, success, now)
+        stored = task.scheduler.report(cid, piece, holder, success, now, announce=announce)
         kind = self._holder_kind(holder)
         if stored:
             self.metrics.inc("pieces_total", holder=kind)

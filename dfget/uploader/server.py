@@ -27,6 +27,7 @@ from dfget.pieces import (
 )
 from dfget.protocol import CDN_SOURCE_SOURCE
 from dfget.uploader import sender
+from dfget.uploader.pending import pending_path, wait_until_stored
 from dfget.uploader.service import Uploader, is_local_caller
 from dfget.uploader.store import Unservable, task_name
 
@@ -79,6 +80,12 @@ class UploaderHandler(Handler):
             self.reply(400, "invalid params")
             return
         wrapped = self.header("cdnSource") != CDN_SOURCE_SOURCE
+        task = uploader.store.get(name)
+        if task is not None and not task.finished:
+            # A piece its download announced before storing it: hold the request until it lands.
+            if not wait_until_stored(pending_path(task.data_dir, name), piece_num):
+                self.reply(404, "piece not available")
+                return
         with uploader.uploading():
             try:
                 fd, size = uploader.store.open(name)

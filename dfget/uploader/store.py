@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from dfget.uploader.pending import PENDING_SUFFIX
+
 log = logging.getLogger("dfget.uploader")
 
 SERVICE_SUFFIX = ".service"
@@ -135,6 +137,7 @@ class TaskStore:
             if task is None:
                 return False
             task.finished = True
+            _unlink_task_files(task, PENDING_SUFFIX)  # every piece is stored now
             task.task_id, task.cid, task.supernode = task_id, cid, supernode
             task.requested_rate = 0
             task.last_access = now
@@ -212,8 +215,7 @@ class TaskStore:
             if self._tasks.get(task.name) is not task:
                 return  # dropped concurrently
             del self._tasks[task.name]
-        if unlink:
-            _unlink_service_file(task)
+        _unlink_task_files(task, *((SERVICE_SUFFIX,) if unlink else ()), PENDING_SUFFIX)
         log.info("stopped serving %s: %s", task.name, reason)
         if task.finished:
             self._on_drop(task)
@@ -290,18 +292,20 @@ def _opened_inside(fd: int, data_dir: Path) -> bool:
     return real.parent == data_dir
 
 
-def _unlink_service_file(task: Task) -> None:
-    """Unlink only the ``.service`` name inside the data dir, never what it may point to; the
-    user's output may be a hard link of it and survives."""
+def _unlink_task_files(task: Task, *suffixes: str) -> None:
+    """Unlink only these names of the task inside the data dir, never what they may point to;
+    the user's output may be a hard link of the service file and survives."""
     try:
         dir_fd = os.open(task.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        os.unlink(task.name + SERVICE_SUFFIX, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot delete %s: %s", task.path, exc)
+        for suffix in suffixes:
+            try:
+                os.unlink(task.name + suffix, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot delete %s%s: %s", task.name, suffix, exc)
     finally:
         os.close(dir_fd)

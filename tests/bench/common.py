@@ -296,16 +296,22 @@ def print_report(benchmark: Callable[[], str]) -> None:
 STOP_TIMEOUT = 10.0  # a process to exit after SIGTERM (then SIGKILL), seconds
 
 
-def start_supernode(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`dfget supernode` on free 127.0.0.1 ports, logging to <home>/supernode.log; returns the
-    process and its --node address once both ports accept connections."""
+V1_SUPERNODE = [sys.executable, "-m", "tests.v1_supernode"]
+"""dfget's supernode with Dragonfly 1.0.6's scheduling (tests/v1_supernode.py)."""
+
+
+def start_supernode(
+    home: Path, *extra: str, command: Sequence[str] = (*DFGET, "supernode")
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`dfget supernode` (or ``command``, which takes the same options) on free 127.0.0.1
+    ports, logging to <home>/supernode.log; returns the process and its --node address once
+    both ports accept connections."""
     port, download_port = free_port(), free_port()
     home.mkdir(parents=True)
     with open(home / "supernode.log", "wb") as log:
         proc = subprocess.Popen(
             [
-                *DFGET,
-                "supernode",
+                *command,
                 "--port",
                 str(port),
                 "--download-port",
@@ -322,6 +328,12 @@ def start_supernode(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], s
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+    return proc, _supernode_ready(proc, home, port, download_port)
+
+
+def _supernode_ready(
+    proc: subprocess.Popen[bytes], home: Path, port: int, download_port: int
+) -> str:
     for each in (port, download_port):
         try:
             wait_port(each, timeout=20)
@@ -329,7 +341,45 @@ def start_supernode(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], s
             stop_process(proc)
             text = (home / "supernode.log").read_text(errors="replace")
             raise RuntimeError(f"supernode did not start: {text[-2000:]}") from None
-    return proc, f"127.0.0.1:{port}"
+    return f"127.0.0.1:{port}"
+
+
+def start_go_supernode(
+    home: Path, binary: str, pattern: str
+) -> tuple[subprocess.Popen[bytes], str, Callable[[], None]]:
+    """A Dragonfly 1.0.6 Go supernode binary (built elsewhere, never part of this repository)
+    with its home in ``home``; in the local pattern its CDN directory is served on the download
+    port from this process (v1 leaves that to an nginx). Returns the process, its --node
+    address and how to stop the file server."""
+    import threading
+
+    from dfget.httpserver import make_server
+    from dfget.supernode.fileserver import make_file_handler
+
+    port, download_port = free_port(), free_port()
+    (home / "repo").mkdir(parents=True)
+    files = make_server("127.0.0.1", download_port, make_file_handler(home / "repo"))
+    threading.Thread(target=files.serve_forever, args=(0.1,), daemon=True).start()
+
+    def stop_files() -> None:
+        files.shutdown()
+        files.server_close()
+
+    with open(home / "supernode.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary, "--home-dir", str(home), "--port", str(port),
+                "--download-port", str(download_port), "--advertise-ip", "127.0.0.1",
+                "--cdn-pattern", pattern, "--fail-access-interval", "3s",
+            ],  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        return proc, _supernode_ready(proc, home, port, download_port), stop_files
+    except RuntimeError:
+        stop_files()
+        raise
 
 
 def peer_address(home: Path) -> str:

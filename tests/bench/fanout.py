@@ -17,6 +17,16 @@ Prints one markdown table: N, pattern, makespan, mean and max per-node time, ori
 blob size, origin requests, bytes from peers / CDN / source, CPU seconds (dfget, peer servers,
 supernode). `--json FILE` also writes the rows (tests/bench/simulate.py --validate reads it).
 
+The supernode's scheduling decides how often the origin serves the blob. `--supernode` picks
+it: `ours` (`dfget supernode`), `v1` (tests/v1_supernode.py: our supernode with Dragonfly
+1.0.6's scheduling rules, the test double CI measures against) or `go` (a real Dragonfly 1.0.6
+supernode binary given by `--go-supernode PATH` or DFGET_BENCH_GO_SUPERNODE; in the local
+pattern the bench serves its CDN directory on the download port itself). `--clients go` runs a
+Go dfget binary (`--go-dfget PATH` or DFGET_BENCH_GO_DFGET) instead of ours, for comparison in
+the same run; Go dfget prints no per-holder accounting, so only the origin's counts show where
+its bytes came from. The Go supernode listens on every interface: run the bench inside a
+network namespace of its own (`unshare -n sh -c 'ip link set lo up; python ...'`).
+
 Not a pytest module: nothing here is named test_*.
 """
 
@@ -31,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,12 +97,26 @@ class Fanout:
         self.args = args
         self.serial = 0
 
-    def _dfget(self, home: Path, out: Path, node: str, *extra: str) -> list[str]:
-        return [
-            *common.DFGET, "-u", self.url, "-o", str(out), "--node", node,
-            "--home", str(home), "--ip", "127.0.0.1", "-q", "--json",
-            "--alivetime", "10m", "--expiretime", self.args.expiretime, *extra,
+    def _dfget(self, home: Path, out: Path, node: str, client: str = "ours") -> list[str]:
+        common_args = [
+            "-u", self.url, "-o", str(out), "--node", node, "--home", str(home),
+            "--ip", "127.0.0.1", "--alivetime", "10m", "--expiretime", self.args.expiretime,
         ]  # fmt: skip
+        if client == "go":
+            return [self.args.go_dfget, *common_args]
+        return [*common.DFGET, *common_args, "-q", "--json"]
+
+    def _start_supernode(
+        self, home: Path, pattern: str
+    ) -> tuple[subprocess.Popen[bytes], str, Callable[[], None]]:
+        """The supernode of --supernode; returns it, its address and how to stop what serves
+        its download port (nothing to stop for ours)."""
+        kind = self.args.supernode
+        if kind == "go":
+            return common.start_go_supernode(home, self.args.go_supernode, pattern)
+        command = common.V1_SUPERNODE if kind == "v1" else (*common.DFGET, "supernode")
+        proc, node = common.start_supernode(home, "--cdn-pattern", pattern, command=command)
+        return proc, node, lambda: None
 
     def _prime(self, n: int) -> int:
         """Bytes of memory to prime before a case (common.prime_memory): n outputs and the
@@ -107,10 +132,10 @@ class Fanout:
             time.sleep(0.2)
         self.origin.reset_stats()
 
-    def pull_together(self, n: int, pattern: str) -> Row:
+    def pull_together(self, n: int, pattern: str, client: str = "ours") -> Row:
         self.serial += 1
         case_root = self.root / f"case{self.serial}"
-        sn_proc, node = common.start_supernode(case_root / "sn", "--cdn-pattern", pattern)
+        sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
         homes = [case_root / f"n{i}" for i in range(n)]
         outs = [case_root / f"n{i}.bin" for i in range(n)]
         try:
@@ -120,17 +145,19 @@ class Fanout:
             started = time.monotonic()
             procs = [
                 subprocess.Popen(
-                    self._dfget(home, out, node), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                    self._dfget(home, out, node, client),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                 )
                 for home, out in zip(homes, outs, strict=True)
             ]
-            results, ends = self._wait_all(procs, started)
+            results, ends = self._wait_all(procs, started, client)
             makespan = max(ends) - started
             dfget_cpu = children_cpu() - cpu0
             servers = [common.peer_pid(home) for home in homes]
             server_cpu = sum(process_cpu(pid) for pid in servers if pid)
             row = Row(
-                "together", n, pattern, makespan,
+                "together" if client == "ours" else "together, Go dfget", n, pattern, makespan,
                 sum(ends) / n - started, max(ends) - started,
                 self.origin.stats.body_bytes, len(self.origin.stats.requests),
                 _by_kind(results),
@@ -142,10 +169,11 @@ class Fanout:
             for home in homes:
                 common.stop_peer_server(home)
             common.stop_process(sn_proc)
+            stop_files()
             shutil.rmtree(case_root, ignore_errors=True)
 
     def _wait_all(
-        self, procs: list[subprocess.Popen[bytes]], started: float
+        self, procs: list[subprocess.Popen[bytes]], started: float, client: str = "ours"
     ) -> tuple[list[dict[str, Any]], list[float]]:
         ends = [0.0] * len(procs)
         results: list[dict[str, Any]] = [{} for _ in procs]
@@ -156,6 +184,10 @@ class Fanout:
                 if procs[index].poll() is not None:
                     ends[index] = time.monotonic()
                     out, err = procs[index].communicate()
+                    if client == "go":  # no --json: its exit code is all it says
+                        results[index] = {"success": procs[index].returncode == 0}
+                        pending.discard(index)
+                        continue
                     try:
                         results[index] = json.loads(out.decode().strip().splitlines()[-1])
                     except (ValueError, IndexError):
@@ -198,7 +230,7 @@ class Fanout:
         """Node 2 after node 1 finished; node 3 after node 1's peer server expired the file."""
         self.serial += 1
         case_root = self.root / f"case{self.serial}"
-        sn_proc, node = common.start_supernode(case_root / "sn", "--cdn-pattern", pattern)
+        sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
         rows = []
         homes = []
         try:
@@ -235,6 +267,7 @@ class Fanout:
             for home in homes:
                 common.stop_peer_server(home)
             common.stop_process(sn_proc)
+            stop_files()
             shutil.rmtree(case_root, ignore_errors=True)
 
     def _wait_expired(self, home: Path) -> None:
@@ -313,8 +346,9 @@ def run(args: argparse.Namespace) -> str:
         rows: list[Row] = []
         for n in args.nodes:
             for pattern in args.patterns:
-                rows.append(bench.pull_together(n, pattern))
-                _progress(rows[-1])
+                for client in args.clients:
+                    rows.append(bench.pull_together(n, pattern, client))
+                    _progress(rows[-1])
             if args.curl:
                 rows.append(bench.curl_together(n))
                 _progress(rows[-1])
@@ -352,9 +386,19 @@ def main() -> None:
     parser.add_argument("--no-curl", dest="curl", action="store_false")
     parser.add_argument("--no-staggered", dest="staggered", action="store_false")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--supernode", choices=["ours", "v1", "go"], default="ours")
+    parser.add_argument(
+        "--clients", type=lambda t: t.split(","), default=["ours"], help="ours,go"
+    )
+    parser.add_argument("--go-supernode", default=os.environ.get("DFGET_BENCH_GO_SUPERNODE"))
+    parser.add_argument("--go-dfget", default=os.environ.get("DFGET_BENCH_GO_DFGET"))
     parser.add_argument("--dir", type=Path, help="where to put the data (default: $TMPDIR)")
     common.add_prime_option(parser)
     args = parser.parse_args()
+    if args.supernode == "go" and not args.go_supernode:
+        parser.error("--supernode go needs --go-supernode PATH (or DFGET_BENCH_GO_SUPERNODE)")
+    if "go" in args.clients and not args.go_dfget:
+        parser.error("--clients go needs --go-dfget PATH (or DFGET_BENCH_GO_DFGET)")
     common.print_report(lambda: run(args))
 
 
