@@ -206,7 +206,7 @@ def fake_supernode() -> Iterator[FakeSupernode]:
 # (subprocess, Callable, dataclass and stop_process are imported by the sections above)
 import httpx  # noqa: E402
 
-from tests.helpers import DFGET, free_port  # noqa: E402
+from tests.helpers import DFGET, REPO, V1_SUPERNODE, free_port  # noqa: E402
 
 
 @dataclass
@@ -250,7 +250,9 @@ SupernodeFactory = Callable[..., SupernodeProcess]
 
 @pytest.fixture
 def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
-    """Factory: ``supernode(*extra_args, cdn_pattern="local", shared_port=False)``.
+    """Factory: ``supernode(*extra_args, cdn_pattern="local", shared_port=False,
+    scheduling="ours")``; ``scheduling="v1"`` runs tests/v1_supernode.py (Dragonfly 1.0.6's
+    scheduling rules) instead of ours.
 
     Starts the real supernode on free ports of 127.0.0.1 with ``--advertise-ip 127.0.0.1`` and
     ``--seed 1``, waits for ``/_ping``, and stops every instance at teardown. ``shared_port``
@@ -259,15 +261,16 @@ def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
     started: list[SupernodeProcess] = []
 
     def start(
-        *args: str, cdn_pattern: str = "local", shared_port: bool = False
+        *args: str, cdn_pattern: str = "local", shared_port: bool = False, scheduling: str = "ours"
     ) -> SupernodeProcess:
         port = free_port()
         download_port = port if shared_port else free_port()
         home = tmp_path / f"supernode-{len(started)}"
         home.mkdir()
         log = home / "supernode.log"
+        program = V1_SUPERNODE if scheduling == "v1" else [*DFGET, "supernode"]
         command = [
-            *DFGET, "supernode",
+            *program,
             "--port", str(port),
             "--download-port", str(download_port),
             "--listen-ip", "127.0.0.1",
@@ -278,7 +281,7 @@ def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
             *args,
         ]  # fmt: skip
         with open(log, "wb") as output:
-            proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
         node = SupernodeProcess(port, download_port, home, log, proc)
         started.append(node)
         node.wait_ready()

@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DFGET = [sys.executable, "-m", "dfget"]
+REPO = Path(__file__).resolve().parents[1]
+V1_SUPERNODE = [sys.executable, "-m", "tests.v1_supernode"]
+"""Our supernode with Dragonfly 1.0.6's scheduling (tests/v1_supernode.py); run it from REPO."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

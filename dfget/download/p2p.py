@@ -206,6 +206,7 @@ class P2PDownload:
         self.client: SupernodeClient | None = None
         self.pending: PendingPieces | None = None
         self._announced: set[int] = set()
+        self._releases: list[PieceTask] = []
 
     # -- registration ---------------------------------------------------------------------
 
@@ -345,6 +346,9 @@ class P2PDownload:
                 if stall.stalled():
                     raise P2PFallback(REASON_P2P_ERROR, f"no data arrived for {STALL_SECONDS:.0f}s")
                 assert self.client is not None and self.state.registration is not None
+                while self._releases:
+                    done = self._releases.pop()
+                    self._piece_success(self.client, done.cid, done.range)
                 try:
                     answer = self.client.pull(
                         self.identity.cid,
@@ -366,7 +370,9 @@ class P2PDownload:
                 )
                 if answer.code == CODE_PEER_FINISH:
                     self.state.md5 = answer.md5
-                    return self._finish(in_flight)
+                    if not self._announced:
+                        return self._finish(in_flight)
+                    # The supernode counts our announced pieces as stored: wait for them.
                 started = 0
                 if answer.code == CODE_PEER_CONTINUE:
                     for task in answer.pieces:
@@ -385,7 +391,12 @@ class P2PDownload:
                             # this supernode waits for a result of its own assignment, and a
                             # failure naming the old holder would not release it.
                             reassigned[task.piece_num] = task
-                elif answer.code not in (CODE_PEER_WAIT, CODE_PEER_LIMITED, CODE_SUCCESS):
+                elif answer.code not in (
+                    CODE_PEER_WAIT,
+                    CODE_PEER_LIMITED,
+                    CODE_SUCCESS,
+                    CODE_PEER_FINISH,
+                ):
                     report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
                     continue
                 if pending or (started and len(in_flight) < MAX_IN_FLIGHT):
@@ -499,6 +510,11 @@ class P2PDownload:
         up), and the origin never serves more pieces of the task at once than v1 allows.
         Sent at once, beside the fetch: our listening socket is bound already, so a peer that
         comes before our server has started waits in its backlog.
+
+        What remains is the few milliseconds between the assignment and the announcement: a
+        client that gets a freed origin slot then may be given the same piece. Slots are freed
+        by the pull loop right before it pulls, so the client that frees one mostly takes it
+        again, and its own pieces are never handed to it twice.
         """
         if self.pending is None or "://" not in task.path or self.client is None:
             return
@@ -514,9 +530,13 @@ class P2PDownload:
         for piece in self._announced:
             self.pending.mark(piece, LOST)
             task = in_flight.get(piece)
-            if task is not None and self.client is not None:
-                self._success_reports.put((self.client, task.cid, task.range))
+            if task is not None:
+                self._releases.append(task)
         self._announced.clear()
+        if self.client is not None:
+            for task in self._releases:
+                self._success_reports.put((self.client, task.cid, task.range))
+        self._releases.clear()
 
     def _have(self, task: PieceTask) -> bool:
         start = self.layout.offset(task.piece_num)
@@ -564,8 +584,12 @@ class P2PDownload:
                 self._announced.discard(task.piece_num)
                 assert self.pending is not None
                 self.pending.mark(task.piece_num, STORED)
-            # For an announced piece, this report (naming the supernode) frees its origin slot.
-            self._success_reports.put((self.client, task.cid, task.range))
+                # This report names the supernode and so frees the piece's origin slot: sent
+                # by the pull loop right before its next pull, which then most likely takes
+                # the slot itself (see _announce_early).
+                self._releases.append(task)
+            else:
+                self._success_reports.put((self.client, task.cid, task.range))
             log.debug(
                 "piece %d range %s from %s %s: %d bytes in %.0f ms",
                 task.piece_num,

@@ -29,7 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.helpers import DFGET, free_port, stop_process, wait_port  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    DFGET,
+    V1_SUPERNODE,
+    free_port,
+    stop_process,
+    wait_port,
+)
 
 __all__ = [
     "DFGET",
@@ -294,10 +300,6 @@ def print_report(benchmark: Callable[[], str]) -> None:
 
 
 STOP_TIMEOUT = 10.0  # a process to exit after SIGTERM (then SIGKILL), seconds
-
-
-V1_SUPERNODE = [sys.executable, "-m", "tests.v1_supernode"]
-"""dfget's supernode with Dragonfly 1.0.6's scheduling (tests/v1_supernode.py)."""
 
 
 def start_supernode(
