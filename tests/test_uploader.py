@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from dfget.uploader import client
+from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 from tests.conftest import PeerServer, launch_peer_server
 from tests.helpers import random_bytes, stop_process
 
@@ -322,3 +323,39 @@ def test_growing_unfinished_file_is_served_as_it_grows(server: PeerServer) -> No
         os.pwrite(fh.fileno(), FILE_10M[C : 2 * C], C)
     reply = server.piece("growing", P, 2 * P - 1, 1, P)
     assert (reply.status, reply.body) == (206, framed(FILE_10M, 1))
+
+
+def test_announced_piece_is_held_until_stored(server: PeerServer) -> None:
+    """A piece its download announced before storing it (dfget/uploader/pending.py) is served
+    once marked stored, not before; one given up is a 404 at once."""
+    data = random_bytes(3 * P, seed=31)
+    server.add_task("announced", data)
+    pieces = PendingPieces(pending_path(server.data, "announced"), 3)
+    pieces.mark(1, FETCHING)
+    pieces.mark(2, LOST)
+    try:
+        replies: list[int] = []
+        waiter = threading.Thread(
+            target=lambda: replies.append(
+                server.piece("announced", P, 2 * P - 1, 1, P, Cdnsource="source").status
+            )
+        )
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not replies, "served before the piece was stored"
+        assert server.piece("announced", 0, P - 1, 0, P, Cdnsource="source").status == 206
+        lost = server.piece("announced", 2 * P, 3 * P - 1, 2, P, Cdnsource="source")
+        assert lost.status == 404
+        pieces.mark(1, STORED)
+        waiter.join(10)
+        assert replies == [206]
+    finally:
+        pieces.close()
+
+
+def test_finish_removes_the_pending_file(server: PeerServer) -> None:
+    server.add_task("finished-announced", b"x" * 100)
+    path = pending_path(server.data, "finished-announced")
+    PendingPieces(path, 1).close()
+    server.finish("finished-announced", "127.0.0.1:1")
+    assert not path.exists()
