@@ -247,7 +247,8 @@ class SectionedGroup(click.Group):
     type=click.IntRange(1, 64),
     default=DEFAULT_CONNECTIONS,
     show_default=True,
-    help="Parallel ranged connections to the source.",
+    help="Parallel ranged connections to the source. 1: each missing range is one streaming "
+    "request (a whole file: one GET, as with curl).",
 )
 @click.option(
     "-p",
@@ -354,7 +355,8 @@ class SectionedGroup(click.Group):
     "as_json",
     is_flag=True,
     envvar="DFGET_JSON",
-    help="Print one JSON result object instead of text.",
+    help="Print one JSON result object instead of text: bytes per holder, digests, why the "
+    "source was used, supernode requests made.",
 )
 @click.option(
     "--trace",

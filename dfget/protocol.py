@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Supernode -> dfget codes in the envelope.
@@ -60,6 +60,24 @@ def task_id(task_url: str, sign: str = "", range_value: str | None = None) -> st
         parts.append(range_value)
     parts.append(_TASK_ID_KEY)
     return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def task_url(url: str, filters: Sequence[str]) -> str:
+    """The URL with ``--filter``ed query parameters removed (spec §5.1)."""
+    base, sep, query = url.partition("?")
+    if not sep or not filters:
+        return url
+    kept = [p for p in query.split("&") if p.split("=", 1)[0] not in set(filters)]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
+def task_key(url: str, filters: Sequence[str]) -> str:
+    """What identifies the content (for choosing a supernode, and for resuming): the blob
+    digest in the URL, else the task URL."""
+    from dfget.digest import digest_from_url
+
+    digest = digest_from_url(url)
+    return str(digest) if digest else task_url(url, filters)
 
 
 def headers_to_map(headers: Iterable[str]) -> dict[str, str]:

@@ -7,7 +7,6 @@ explicit ``0`` on the command line is honoured (``-s 0`` really means unlimited)
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -54,6 +53,8 @@ def check_cacerts(paths: Iterable[str]) -> None:
     """Each ``--cacerts`` file must hold PEM certificates: fail now, naming the file, rather
     than with a bare ``[Errno 2]`` in the middle of the download."""
     for path in paths:
+        import ssl  # only when there are CA files: plain-http downloads start sooner
+
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
         except FileNotFoundError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,21 +95,50 @@ def _envelope(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-class SupernodeClient:
-    """Calls to one supernode over a keep-alive connection."""
+REQUEST_KINDS = {
+    "/peer/registry": "registrations",
+    "/peer/task": "pulls",
+    "/peer/piece/suc": "piece_reports",
+    "/peer/piece/error": "piece_errors",
+    "/task/metrics": "metrics",
+}
 
-    def __init__(self, node: Node, http: httpx.Client) -> None:
+
+class RequestCount:
+    """Supernode requests one download made, by kind (supernodes are small shared machines:
+    ``--json`` shows what a download cost them)."""
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(REQUEST_KINDS.values(), 0)
+        self._lock = threading.Lock()
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._counts[REQUEST_KINDS[path]] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._counts, "total": sum(self._counts.values())}
+
+
+class SupernodeClient:
+    """Calls to one supernode over a keep-alive connection, counted in ``counts``."""
+
+    def __init__(self, node: Node, http: httpx.Client, counts: RequestCount | None = None) -> None:
         self.node = node
         self.http = http
         self.base = f"http://{node.address}"
+        self.counts = counts or RequestCount()
 
     def _get(self, path: str, params: Sequence[tuple[str, object]]) -> httpx.Response:
+        self.counts.add(path)
         try:
             return self.http.get(f"{self.base}{path}?{raw_query(params)}")
         except httpx.HTTPError as exc:
             raise SupernodeError(f"{self.node.address}: {exc or type(exc).__name__}") from exc
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        self.counts.add(path)
         try:
             return self.http.post(
                 f"{self.base}{path}",

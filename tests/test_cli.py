@@ -632,10 +632,11 @@ def trace_summary(path: Path, *extra: str) -> list[str]:
 
 
 def test_trace_of_a_source_run(origin: Origin, tmp_path: Path) -> None:
-    size = 5_000_000  # two ranges
+    size = 5_000_000  # two ranges, with two connections
     url = origin.add("/f.bin", random_bytes(size, seed=9))
     trace = tmp_path / "pull.jsonl"
     args = ["-u", url, "-o", str(tmp_path / "f"), "-p", "source", "--home", str(tmp_path)]
+    args += ["--connections", "2"]
     assert dfget(tmp_path, *args, "--trace", str(trace)).code == 0
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     pieces = [e for e in events if e["event"] == "piece"]

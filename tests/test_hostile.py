@@ -474,8 +474,9 @@ class HostileOrigin:
                 for line in text.split("\r\n")
                 if line.lower().startswith("range:")
             )
-            start, end = (int(x) for x in spec.split("-"))
-            end = min(end, len(self.data) - 1)
+            first, _, last = spec.partition("-")
+            start = int(first)
+            end = min(int(last or len(self.data) - 1), len(self.data) - 1)
             body = self.data[start : end + 1]
             conn.sendall(
                 b"HTTP/1.1 206 Partial Content\r\nConnection: close\r\n"

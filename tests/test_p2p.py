@@ -32,6 +32,16 @@ def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers:
     assert peers.output("p1") == data
     assert first["serving"], "peer 1 is not serving: its peer server did not start"
     assert by_kind(first)["cdn"] == SIZE and by_kind(first)["source"] == 0
+    requests = first["supernode_requests"]
+    assert requests == {  # type: ignore[comparison-overlap]
+        "registrations": 1,
+        "pulls": requests["pulls"],  # type: ignore[index]
+        "piece_reports": 3,
+        "piece_errors": 0,
+        "metrics": 1,
+        "total": 5 + requests["pulls"],  # type: ignore[index]
+    }
+    assert 2 <= requests["pulls"] <= 12  # type: ignore[index]
     served = origin.stats.bytes_by_path["/blob.bin"]
     assert SIZE <= served <= SIZE * 1.05  # the supernode fetched it once (plus its probe)
 
@@ -183,7 +193,7 @@ def test_supernode_killed_mid_download_migrates_keeping_pieces(
     origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     from dfget.config import parse_nodes
-    from dfget.download.p2p import task_key
+    from dfget.protocol import task_key
     from dfget.supernode_client import node_order
 
     size = 24 * 1024 * 1024
@@ -231,7 +241,7 @@ def test_peers_of_one_blob_meet_at_one_supernode_and_move_together(
     origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     from dfget.config import parse_nodes
-    from dfget.download.p2p import task_key
+    from dfget.protocol import task_key
     from dfget.supernode_client import node_order
 
     size = 24 * 1024 * 1024

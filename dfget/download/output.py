@@ -10,13 +10,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import unquote, urlsplit
 
 from dfget.config import Settings
 from dfget.download.accounting import Accounting
 from dfget.errors import DfgetError, ExitCode
 from dfget.redact import redact_url
+
+if TYPE_CHECKING:
+    from dfget.supernode_client import RequestCount
 
 
 def default_output(url: str) -> str:
@@ -42,6 +45,7 @@ class Outcome:
     resumed_bytes: int = 0
     serving: str = ""
     supernodes: list[str] = field(default_factory=list)  # registered at, in order
+    supernode_requests: RequestCount | None = None
 
     @property
     def elapsed(self) -> float:
@@ -107,6 +111,9 @@ class Reporter:
             "resumed_bytes": outcome.resumed_bytes,
             "serving": outcome.serving or None,
             "supernodes": outcome.supernodes,
+            "supernode_requests": (
+                outcome.supernode_requests.as_dict() if outcome.supernode_requests else None
+            ),
             "notes": self.notes,
         }
         print(json.dumps(document), file=self.stream, flush=True)

@@ -49,6 +49,7 @@ from dfget.protocol import (
     RESULT_SEMI_SUCCESS,
     STATUS_RUNNING,
     STATUS_START,
+    task_url,
 )
 from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, Scrubber
@@ -56,6 +57,7 @@ from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pendin
 from dfget.supernode_client import (
     PieceTask,
     Registration,
+    RequestCount,
     SupernodeClient,
     SupernodeError,
     new_http_client,
@@ -77,6 +79,9 @@ STALL_SECONDS = 30.0
 MAX_PIECE_FAILURES = 5
 RATE_REFRESH_SECONDS = 3.0
 MAX_IN_FLIGHT = 4  # the v1 supernode runs at most 4 pieces per client
+MERGE_RUNNING = 2  # after a stored piece, pull only when at most this many still run (v1)
+IDLE_PULL_SECONDS = 2.0  # pull at least this often while pieces run
+RELEASE_GATHER_SECONDS = 0.02  # origin slots freed within this time go with one pull
 CONNECT_TIMEOUT = 1.0
 
 
@@ -193,6 +198,7 @@ class P2PDownload:
         self.state = P2PState()
         self.delivered: list[Delivery] = []
         self.http = new_http_client()
+        self.requests = RequestCount()
         self._results: queue.SimpleQueue[PieceResult | BaseException] = queue.SimpleQueue()
         self._success_reports: queue.SimpleQueue[tuple[SupernodeClient, str, str] | None] = (
             queue.SimpleQueue()
@@ -207,6 +213,7 @@ class P2PDownload:
         self.pending: PendingPieces | None = None
         self._announced: set[int] = set()
         self._releases: list[PieceTask] = []
+        self._release_due = 0.0
 
     # -- registration ---------------------------------------------------------------------
 
@@ -251,7 +258,7 @@ class P2PDownload:
             if node.address == exclude:
                 continue
             self.cancel.check()
-            client = SupernodeClient(node, self.http)
+            client = SupernodeClient(node, self.http, self.requests)
             for _attempt in range(3):
                 try:
                     code, registration, msg = client.register(self.register_body(node))
@@ -399,58 +406,79 @@ class P2PDownload:
                 ):
                     report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
                     continue
-                if pending or (started and len(in_flight) < MAX_IN_FLIGHT):
-                    wait = 0.0  # report now, or ask for more work while slots are free
-                elif answer.code == CODE_PEER_WAIT or not in_flight:
+                if answer.code == CODE_PEER_CONTINUE and started:
+                    backoff.reset()
+                if answer.code == CODE_PEER_WAIT or not in_flight:
                     wait = backoff.next()
                 else:
-                    wait = 2.0
-                for result in self._drain(wait):
-                    in_flight.pop(result.task.piece_num, None)
-                    self._account(result)
-                    again = reassigned.pop(result.task.piece_num, None)
-                    if result.ok:
-                        backoff.reset()
-                        pending.append(
-                            _Report(
-                                result.task.cid,
-                                result.task.range,
-                                RESULT_SEMI_SUCCESS,
-                                STATUS_RUNNING,
-                            )
-                        )
-                    else:
-                        count = failures[result.task.piece_num] = (
-                            failures.get(result.task.piece_num, 0) + 1
-                        )
-                        if count >= MAX_PIECE_FAILURES:
-                            raise P2PFallback(
-                                REASON_P2P_ERROR,
-                                f"piece {result.task.piece_num} failed {count} times, last from "
-                                f"{result.kind} {result.holder}: {result.error}",
-                            )
-                        if again is None and result.task.piece_num in self._announced:
-                            again = result.task  # the supernode counts it as ours already
-                        if again is not None:
-                            in_flight[again.piece_num] = again
-                            workers.submit(again)
-                        else:
-                            pending.appendleft(
-                                _Report(
-                                    result.task.cid,
-                                    result.task.range,
-                                    RESULT_FAILED,
-                                    STATUS_RUNNING,
-                                )
-                            )
-                if pending:
-                    report = pending.popleft()
+                    wait = IDLE_PULL_SECONDS
+                report = self._await_results(
+                    report, wait, in_flight, reassigned, pending, failures, workers
+                )
         finally:
             # Stop fetches still running (the source may take over their ranges) and wait.
             self.cancel.cancel()
             workers.close()
             self._account_stragglers()
             self._give_up_announced(in_flight)
+
+    def _await_results(
+        self,
+        report: _Report,
+        wait: float,
+        in_flight: dict[int, PieceTask],
+        reassigned: dict[int, PieceTask],
+        pending: deque[_Report],
+        failures: dict[int, int],
+        workers: _WorkerPool,
+    ) -> _Report:
+        """Handle piece results until the next pull is due; returns what it reports.
+
+        Due at once for a failure (the supernode must hand the piece out again) and for a piece
+        already on disk that the supernode does not know of; RELEASE_GATHER_SECONDS after an
+        announced piece landed (its origin slot is freed right before the pull, see
+        _announce_early); after another stored piece only when at most MERGE_RUNNING pieces
+        still run, as v1 does: /peer/piece/suc has told the supernode already, so the pull
+        carries only the newest result, and pulls are fewer than pieces. Otherwise after
+        ``wait``.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            landed = False
+            due = deadline if not self._releases else min(deadline, self._release_due)
+            for result in self._drain(max(0.0, due - time.monotonic())):
+                in_flight.pop(result.task.piece_num, None)
+                self._account(result)
+                again = reassigned.pop(result.task.piece_num, None)
+                if result.ok:
+                    landed = True
+                    report = _Report(
+                        result.task.cid, result.task.range, RESULT_SEMI_SUCCESS, STATUS_RUNNING
+                    )
+                    continue
+                count = failures[result.task.piece_num] = failures.get(result.task.piece_num, 0) + 1
+                if count >= MAX_PIECE_FAILURES:
+                    raise P2PFallback(
+                        REASON_P2P_ERROR,
+                        f"piece {result.task.piece_num} failed {count} times, last from "
+                        f"{result.kind} {result.holder}: {result.error}",
+                    )
+                if again is None and result.task.piece_num in self._announced:
+                    again = result.task  # the supernode counts it as ours already
+                if again is not None:
+                    in_flight[again.piece_num] = again
+                    workers.submit(again)
+                else:
+                    pending.appendleft(
+                        _Report(result.task.cid, result.task.range, RESULT_FAILED, STATUS_RUNNING)
+                    )
+            if pending:
+                return pending.popleft()
+            now = time.monotonic()
+            if self._releases and now >= self._release_due:
+                return report
+            if (landed and len(in_flight) <= MERGE_RUNNING) or now >= deadline:
+                return report
 
     def _migrate(self, why: str) -> _Report:
         """Re-register elsewhere, keeping every piece already on disk; the next pull starts over."""
@@ -483,6 +511,10 @@ class P2PDownload:
         """In the source pattern, with our peer server serving the work file, open the file
         that tells it which announced pieces are still being fetched."""
         if self.pending is not None:
+            if self.pending.pieces == self.state.pieces_total and not layout.wrapped:
+                return  # a migration to a supernode with the same layout
+            # Another layout numbers pieces differently: announced ones are given up.
+            self._give_up_announced({})
             self.pending.close()
             self.pending = None
         work = self.target.work_path
@@ -586,7 +618,10 @@ class P2PDownload:
                 self.pending.mark(task.piece_num, STORED)
                 # This report names the supernode and so frees the piece's origin slot: sent
                 # by the pull loop right before its next pull, which then most likely takes
-                # the slot itself (see _announce_early).
+                # the slot itself (see _announce_early), together with the slots of the pieces
+                # that land within RELEASE_GATHER_SECONDS.
+                if not self._releases:
+                    self._release_due = time.monotonic() + RELEASE_GATHER_SECONDS
                 self._releases.append(task)
             else:
                 self._success_reports.put((self.client, task.cid, task.range))
@@ -784,7 +819,7 @@ class P2PDownload:
 
 
 class _Backoff:
-    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a piece lands."""
+    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a pull hands out pieces."""
 
     def __init__(self) -> None:
         self.reset()
@@ -843,23 +878,6 @@ class _WorkerPool:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
-
-
-def task_url(url: str, filters: Sequence[str]) -> str:
-    """The URL with ``--filter``ed query parameters removed (spec §5.1)."""
-    base, sep, query = url.partition("?")
-    if not sep or not filters:
-        return url
-    kept = [p for p in query.split("&") if p.split("=", 1)[0] not in set(filters)]
-    return f"{base}?{'&'.join(kept)}" if kept else base
-
-
-def task_key(url: str, filters: Sequence[str]) -> str:
-    """What identifies the content for choosing a supernode: the blob digest, else the URL."""
-    from dfget.digest import digest_from_url
-
-    digest = digest_from_url(url)
-    return str(digest) if digest else task_url(url, filters)
 
 
 def _source_host(url: str) -> tuple[str, int]:

@@ -1,10 +1,13 @@
-"""Downloading from the source URL: one probing request, then parallel ranges.
+"""Downloading from the source URL: one streaming request per missing range, like curl.
 
-The first request asks for the first chunk with a Range header. A 206 proves range support and
-gives the length (from Content-Range); the rest is fetched over ``connections`` parallel
-connections, each range written with ``os.pwrite`` where it belongs. A 200 means no ranges: the
-body is streamed in order. Statuses are strict (a 404 page never becomes a file), resets and
-short bodies are retried per range with bounded backoff, and Authorization/Cookie never follow a
+The first request asks for the whole first missing range with a Range header (``bytes=S-``
+for a whole file) and streams it into the target: a 206 proves range support and gives the
+length (from Content-Range), a 200 means no ranges and the body is streamed from byte 0. So a
+whole-file download is one GET, as with curl and Go dfget, and a registry logs one request per
+blob. Other missing ranges (what P2P did not deliver) are one request each; ``connections`` > 1
+splits them over that many parallel connections. A stream that breaks continues from its last
+byte with a Range request. Statuses are strict (a 404 page never becomes a file), resets and
+short bodies are retried per range with bounded backoff, and credentials never follow a
 redirect to another host.
 """
 
@@ -14,7 +17,6 @@ import logging
 import queue
 import random
 import re
-import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from urllib.parse import urljoin
 from dfget import PROTOCOL_VERSION
 from dfget.download.accounting import SOURCE, Accounting
 from dfget.download.cancel import Cancel, Cancelled
+from dfget.download.pipeline import Pipeline
 from dfget.download.progress import Progress
 from dfget.download.target import Target
 from dfget.errors import (
@@ -33,16 +36,15 @@ from dfget.errors import (
     SourceHTTPError,
     source_http_error,
 )
-from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError
+from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
 from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, redact_url
 
 log = logging.getLogger("dfget.source")
 
-RANGE_CHUNK = 4 * 1024 * 1024
+MIN_PART = 4 * 1024 * 1024  # with --connections N, no part is smaller
 MAX_ATTEMPTS = 5
 MAX_REDIRECTS = 10
-READ_BUFFER = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -67,11 +69,13 @@ class SourceInfo:
 
 
 class _Retry(Exception):
-    """A transient failure of one range; carries the error to report if attempts run out."""
+    """A transient failure of one range; carries the error to report if attempts run out, and
+    how far a broken body got (None when no body was read)."""
 
-    def __init__(self, error: DfgetError) -> None:
+    def __init__(self, error: DfgetError, reached: int | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.reached = reached
 
 
 class SourceFetcher:
@@ -128,11 +132,12 @@ class SourceFetcher:
                 response = self.pool.request(
                     endpoint, self._headers_for(endpoint, extra), timeout=timeout
                 )
-            except ssl.SSLCertVerificationError as exc:
-                raise NetworkError(
-                    f"{endpoint.url}: TLS certificate not trusted ({exc.verify_message})"
-                ) from exc
             except (OSError, WireError) as exc:
+                if is_ssl_error(exc, "SSLCertVerificationError"):
+                    reason = getattr(exc, "verify_message", exc)
+                    raise NetworkError(
+                        f"{endpoint.url}: TLS certificate not trusted ({reason})"
+                    ) from exc
                 raise _Retry(_network_error(endpoint, exc)) from exc
             self.cancel.watch(response.connection.sock)
             if response.status in (301, 302, 303, 307, 308) and response.header("location"):
@@ -165,33 +170,37 @@ class SourceFetcher:
 
     # -- body -----------------------------------------------------------------------------
 
-    def _receive(self, response: Response, offset: int, end: int | None, buffer: memoryview) -> int:
-        """Copy the body into the target from ``offset``; returns the offset reached."""
+    def _receive(self, response: Response, offset: int, end: int | None) -> int:
+        """Copy the body into the target from ``offset``; returns the offset reached. Every
+        byte received is stored, also when the stream breaks (_Retry says how far it got)."""
         started = offset
         t0 = time.monotonic()
+        failure: BaseException | None = None
+        pipeline = Pipeline(self._store)
         try:
             while end is None or offset < end:
                 self.cancel.check()
                 if self.cancel.expired():
                     # Checked here too: a source without ranges sends everything in one response.
                     raise DownloadTimeout(f"{self.url}: download did not finish within the timeout")
-                want = len(buffer) if end is None else min(len(buffer), end - offset)
-                count = response.readinto(buffer[:want])
-                if not count:
-                    break
-                self.target.store(offset, buffer[:count])
+                view = pipeline.buffer()
+                want = len(view) if end is None else min(len(view), end - offset)
+                count, failure = _fill(response, view[:want])
+                pipeline.submit(offset, count)
                 offset += count
-                self.progress.add(count)
                 self.bucket.consume(count)
-        except (OSError, WireError) as exc:
+                if failure is not None or count < want:
+                    break
+        finally:
+            self.cancel.unwatch(response.connection.sock)
+            pipeline.close()
+        if failure is not None:
             if self.cancel.is_set():
-                raise Cancelled() from exc
+                raise Cancelled() from failure
             self.accounting.record(
                 SOURCE, self.origin.authority, offset - started, time.monotonic() - t0, pieces=0
             )
-            raise _Retry(_network_error(self.origin, exc)) from exc
-        finally:
-            self.cancel.unwatch(response.connection.sock)
+            raise _Retry(_network_error(self.origin, failure), offset) from failure
         self.accounting.record(
             SOURCE,
             self.origin.authority,
@@ -202,26 +211,30 @@ class SourceFetcher:
         response.release()
         return offset
 
+    def _store(self, offset: int, data: memoryview) -> None:
+        self.target.store(offset, data)
+        self.progress.add(len(data))
+
     # -- public ---------------------------------------------------------------------------
 
     def probe(self, start: int = 0, stop: int | None = None) -> SourceInfo:
-        """GET one chunk of [start, stop) with a Range header: learn length and range support.
+        """GET [start, stop) (to the end when ``stop`` is None) with a Range header and stream
+        it into the target, learning the length and range support on the way.
 
-        The chunk's bytes are kept (written into the target), so the probe costs nothing.
-        For a source without ranges the whole body is streamed here.
+        A stream that breaks after a 206 continues from its last byte with a Range request
+        (the break counts as its first failed attempt). A source without ranges sends the whole
+        body here, and a break starts it again.
         """
-        buffer = memoryview(bytearray(READ_BUFFER))
         attempt = 0
         while True:
             try:
-                return self._probe_once(start, stop, buffer)
+                return self._probe_once(start, stop)
             except _Retry as retry:
                 attempt += 1
                 self._backoff(attempt, retry.error)
 
-    def _probe_once(self, start: int, stop: int | None, buffer: memoryview) -> SourceInfo:
-        end = start + RANGE_CHUNK if stop is None else min(stop, start + RANGE_CHUNK)
-        asked = f"bytes={start}-{end - 1}"
+    def _probe_once(self, start: int, stop: int | None) -> SourceInfo:
+        asked = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
         endpoint, response = self._open(self.origin, [("Range", asked)])
         etag, modified = response.header("etag"), response.header("last-modified")
         if response.status == 206:
@@ -232,7 +245,15 @@ class SourceFetcher:
             self.info = SourceInfo(endpoint, total, True, etag, modified)
             self.target_length(total)
             self.target.describe_source(total, etag, modified)
-            self._receive(response, start, end + 1, buffer)
+            try:
+                reached = self._receive(response, start, end + 1)
+                if reached > end:
+                    return self.info
+                error: DfgetError = NetworkError(f"{self.url}: short body at byte {reached}")
+            except _Retry as retry:
+                reached, error = retry.reached or start, retry.error
+            self._backoff(1, error)
+            self._fetch_range(reached, end + 1, attempt=1)
             return self.info
         if response.status == 416:
             total = _content_range_total(response)
@@ -247,7 +268,7 @@ class SourceFetcher:
         self.info = SourceInfo(endpoint, length, False, etag, modified)
         self.target_length(length)
         self.target.describe_source(length, etag, modified)
-        reached = self._receive(response, 0, length, buffer)
+        reached = self._receive(response, 0, length)
         if length is not None and reached != length:
             raise _Retry(NetworkError(f"{self.url}: body ended after {reached} of {length} bytes"))
         self.info.length = reached
@@ -284,23 +305,27 @@ class SourceFetcher:
             self.progress.start(length)
 
     def fetch_ranges(self, ranges: Sequence[tuple[int, int]], connections: int) -> None:
-        """Fetch [start, end) ranges in parallel, each retried on its own, resuming mid-range."""
+        """Fetch [start, end) ranges, one request each, over ``connections`` connections (more
+        than one: split into that many parts); each retried on its own, resuming mid-range."""
         assert self.info is not None and self.info.ranges
         work: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
-        chunks = [c for start, end in ranges for c in _split(start, end, RANGE_CHUNK)]
+        chunks = list(ranges)
+        if connections > 1:
+            total = sum(end - start for start, end in ranges)
+            part = max(MIN_PART, -(-total // connections))
+            chunks = [c for start, end in ranges for c in _split(start, end, part)]
         for chunk in chunks:
             work.put(chunk)
         errors: list[BaseException] = []
 
         def worker() -> None:
-            buffer = memoryview(bytearray(READ_BUFFER))
             while not errors:
                 try:
                     start, end = work.get_nowait()
                 except queue.Empty:
                     return
                 try:
-                    self._fetch_range(start, end, buffer)
+                    self._fetch_range(start, end)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     errors.append(exc)
                     self.cancel.cancel()
@@ -333,9 +358,8 @@ class SourceFetcher:
             real = [e for e in errors if not isinstance(e, Cancelled)]
             raise real[0] if real else errors[0]
 
-    def _fetch_range(self, start: int, end: int, buffer: memoryview) -> None:
+    def _fetch_range(self, start: int, end: int, attempt: int = 0) -> None:
         assert self.info is not None
-        attempt = 0
         offset = start
         while offset < end:
             try:
@@ -355,10 +379,11 @@ class SourceFetcher:
                     raise SourceHTTPError(
                         self.url, 206, f"asked for bytes {offset}-{end - 1}, got {got[0]}-{got[1]}"
                     )
-                offset = self._receive(response, offset, end, buffer)
+                offset = self._receive(response, offset, end)
                 if offset < end:
                     raise _Retry(NetworkError(f"{self.url}: short body at byte {offset}"))
             except _Retry as retry:
+                offset = retry.reached or offset  # what the broken body brought stays
                 attempt += 1
                 self._backoff(attempt, retry.error)
 
@@ -373,6 +398,21 @@ class SourceFetcher:
         )
         if self.cancel.wait(self.cancel.remaining(delay)):
             raise Cancelled()
+
+
+def _fill(response: Response, view: memoryview) -> tuple[int, BaseException | None]:
+    """Read into ``view`` until it is full or the body ends; returns the count and the error
+    that stopped it, if any (the bytes read before it count)."""
+    count = 0
+    try:
+        while count < len(view):
+            got = response.readinto(view[count:])
+            if not got:
+                break
+            count += got
+    except (OSError, WireError) as exc:
+        return count, exc
+    return count, None
 
 
 def _split(start: int, end: int, size: int) -> list[tuple[int, int]]:

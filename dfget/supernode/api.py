@@ -91,6 +91,8 @@ def make_api_handler(service: Supernode, serve_downloads: bool) -> type[Handler]
                 if read is None:
                     return
                 body = read
+            if route.startswith(("/peer/", "/task/")):
+                service.metrics.inc("api_requests_total", route=route)
             try:
                 reply = target(self, body)
             except Exception as exc:  # a bug must not kill the connection without an answer

@@ -14,6 +14,7 @@ PREFIX = "dragonfly_supernode_"
 HELP = {
     "tasks": ("gauge", "Tasks known to the supernode."),
     "peers": ("gauge", "Registered clients, across tasks."),
+    "api_requests_total": ("counter", "Requests from dfget clients, by route."),
     "registrations_total": ("counter", "POST /peer/registry answers by result."),
     "pulls_total": ("counter", "GET /peer/task answers by code."),
     "pieces_total": ("counter", "Pieces stored by clients, by kind of holder they came from."),

@@ -38,8 +38,10 @@ class PendingPieces:
 
     def __init__(self, path: Path, pieces: int) -> None:
         self.path = path
+        self.pieces = pieces
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self._fd = os.open(path, flags, 0o600)
+        os.ftruncate(self._fd, 0)  # nothing announced yet
         os.ftruncate(self._fd, pieces)
 
     def mark(self, piece: int, state: int) -> None:

@@ -75,7 +75,7 @@ pid {root}/nginx.pid;
 error_log {root}/nginx-error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    access_log {root}/access.log;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;

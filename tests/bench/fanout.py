@@ -11,7 +11,9 @@ supernode's CDN fetches the origin once; `source`: peers fetch pieces from the o
 client per piece at a time), a fresh `dfget supernode` starts and N `dfget` downloads start
 together, each with its own --home, peer server and output. Baseline in the same run: N
 `curl -o` straight from the origin. A staggered case follows: node 2 starts after node 1 has
-finished (within --expiretime), node 3 after node 1's peer server expired its file.
+finished (within --expiretime), node 3 after node 1's peer server expired its file. `--joins`
+adds: node 2 joins when node 1 has half the blob, node 3 when node 1 has finished; their rows
+count only their own origin requests (each node tags them with a header).
 
 Prints one markdown table: N, pattern, makespan, mean and max per-node time, origin bytes /
 blob size, origin requests, bytes from peers / CDN / source, CPU seconds (dfget, peer servers,
@@ -56,6 +58,7 @@ MB = 1_000_000
 PRIME_LIMIT = 12 * 1024**3  # bytes; the machine has 24 GiB
 PULL_TIMEOUT = 1800.0
 TICK = os.sysconf("SC_CLK_TCK")
+NODE_HEADER = "X-Bench-Node"
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Row:
     by_kind: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     ok: bool = True
+    supernode_requests: float = 0.0
+    """Requests the supernode got from the dfget clients, per node (ours and v1 only)."""
 
 
 def process_cpu(pid: int) -> float:
@@ -153,6 +158,7 @@ class Fanout:
             ]
             results, ends = self._wait_all(procs, started, client)
             makespan = max(ends) - started
+            requests = supernode_requests(node) / n if self.args.supernode != "go" else 0.0
             dfget_cpu = children_cpu() - cpu0
             servers = [common.peer_pid(home) for home in homes]
             server_cpu = sum(process_cpu(pid) for pid in servers if pid)
@@ -162,7 +168,7 @@ class Fanout:
                 self.origin.stats.body_bytes, len(self.origin.stats.requests),
                 _by_kind(results),
                 {"dfget": dfget_cpu, "servers": server_cpu, "supernode": process_cpu(sn_proc.pid)},
-                all(r.get("success") for r in results) and self._same(outs),
+                all(r.get("success") for r in results) and self._same(outs), requests,
             )  # fmt: skip
             return row
         finally:
@@ -270,6 +276,58 @@ class Fanout:
             stop_files()
             shutil.rmtree(case_root, ignore_errors=True)
 
+    def joining(self, pattern: str, client: str) -> list[Row]:
+        """Node 2 joins when node 1 has half the blob from the origin; node 3 after node 1
+        finished. Each node tags its origin requests (a header dfget passes to the source in
+        the source pattern), so the rows count only that node's requests and bytes."""
+        self.serial += 1
+        case_root = self.root / f"case{self.serial}"
+        sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
+        homes = [case_root / f"n{index}" for index in (1, 2, 3)]
+        outs = [case_root / f"n{index}.bin" for index in (1, 2, 3)]
+        label = "" if client == "ours" else ", Go dfget"
+
+        def start(index: int) -> subprocess.Popen[bytes]:
+            argv = self._dfget(homes[index - 1], outs[index - 1], node, client)
+            argv += ["--header", f"{NODE_HEADER}: {index}"]
+            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        try:
+            common.fresh(*outs, prime=self._prime(3))
+            self._settle()
+            first = start(1)
+            deadline = time.monotonic() + PULL_TIMEOUT
+            while self.origin.stats.body_bytes < self.size // 2 and first.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("node 1 never got half the blob")
+                time.sleep(0.01)
+            rows = [self._joined(start(2), "joins halfway" + label, pattern, 2, outs[1])]
+            first.communicate(timeout=PULL_TIMEOUT)
+            rows.append(self._joined(start(3), "joins after node 1" + label, pattern, 3, outs[2]))
+            return rows
+        finally:
+            for home in homes:
+                common.stop_peer_server(home)
+            common.stop_process(sn_proc)
+            stop_files()
+            shutil.rmtree(case_root, ignore_errors=True)
+
+    def _joined(
+        self, proc: subprocess.Popen[bytes], case: str, pattern: str, index: int, out: Path
+    ) -> Row:
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=PULL_TIMEOUT)
+        wall = time.monotonic() - started
+        mine = [
+            r for r in list(self.origin.stats.requests)
+            if {k.lower(): v for k, v in r.headers.items()}.get(NODE_HEADER.lower()) == str(index)
+        ]  # fmt: skip
+        nbytes = sum(_range_length(r.range, self.size) for r in mine)
+        ok = proc.returncode == 0 and common.same_bytes(self.data, out)
+        if not ok:
+            print(err.decode(errors="replace")[-1000:], file=sys.stderr)
+        return Row(case, 1, pattern, wall, wall, wall, nbytes, len(mine), {}, {}, ok)
+
     def _wait_expired(self, home: Path) -> None:
         """Until node 1's peer server dropped its file (expiry plus a GC pass)."""
         deadline = time.monotonic() + 600
@@ -278,6 +336,24 @@ class Fanout:
                 return
             time.sleep(0.25)
         raise RuntimeError("node 1's peer server never expired its file")
+
+
+def supernode_requests(node: str) -> float:
+    """dfget clients' requests so far, from our supernode's /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://{node}/metrics", timeout=10).text
+    prefix = "dragonfly_supernode_api_requests_total{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _range_length(header: str | None, size: int) -> int:
+    """Bytes a request asked for: a ``bytes=a-b`` range, else the whole blob."""
+    if not header or not header.startswith("bytes="):
+        return size
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    end = min(int(last), size - 1) if last else size - 1
+    return end - int(first) + 1
 
 
 def _by_kind(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -295,8 +371,9 @@ def report(rows: list[Row], size: int, cap: float) -> str:
         f"(one copy: {ideal:.1f} s); times in seconds",
         "",
         "| case | N | pattern | makespan | mean node | max node | origin bytes / blob "
-        "| origin requests | from peers | from CDN | from source | CPU s | ok |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| origin requests | from peers | from CDN | from source | CPU s "
+        "| supernode requests / node | ok |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         kinds = row.by_kind
@@ -308,7 +385,8 @@ def report(rows: list[Row], size: int, cap: float) -> str:
             f"| {row.case} | {row.nodes} | {row.pattern} | {row.makespan:.1f} "
             f"| {row.mean_node:.1f} | {row.max_node:.1f} | {row.origin_bytes / size:.2f} "
             f"| {row.origin_requests} | {mib('peer')} | {mib('cdn')} | {mib('source')} "
-            f"| {sum(row.cpu.values()):.1f} | {'yes' if row.ok else 'NO'} |"
+            f"| {sum(row.cpu.values()):.1f} | {row.supernode_requests or '-':.4} "
+            f"| {'yes' if row.ok else 'NO'} |"
         )
     together = [r for r in rows if r.case == "together"]
     worst = max((r.origin_bytes / size for r in together), default=0.0)
@@ -352,6 +430,12 @@ def run(args: argparse.Namespace) -> str:
             if args.curl:
                 rows.append(bench.curl_together(n))
                 _progress(rows[-1])
+        if args.joins:
+            for pattern in args.patterns:
+                for client in args.clients:
+                    for row in bench.joining(pattern, client):
+                        rows.append(row)
+                        _progress(row)
         if args.staggered:
             for pattern in args.patterns:
                 for row in bench.staggered(pattern):
@@ -385,6 +469,9 @@ def main() -> None:
     parser.add_argument("--expiretime", default="10s", help="peer servers' --expiretime")
     parser.add_argument("--no-curl", dest="curl", action="store_false")
     parser.add_argument("--no-staggered", dest="staggered", action="store_false")
+    parser.add_argument(
+        "--joins", action="store_true", help="also: a node joining halfway, one after node 1"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--supernode", choices=["ours", "v1", "go"], default="ours")
     parser.add_argument(
