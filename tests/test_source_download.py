@@ -293,6 +293,42 @@ def test_default_output_is_last_url_segment(origin: Origin, out: Path, home: Pat
     assert_only(out, "name.tar.gz")
 
 
+@pytest.mark.parametrize(
+    ("path", "name"), [("/d/%2e%2e%2fup.txt", "up.txt"), ("/d/%2Ftmp%2Fdfget-x", "dfget-x")]
+)
+def test_default_output_never_leaves_the_directory(
+    origin: Origin, out: Path, home: Path, path: str, name: str
+) -> None:
+    data = random_bytes(1000, seed=6)
+    url = origin.add(path, data)
+    cwd = out / "cwd"
+    cwd.mkdir()
+
+    result = run_dfget(
+        ["--pattern", "source", "--home", str(home), "-u", url], timeout=TIMEOUT, cwd=cwd
+    )
+
+    assert_ok(result)
+    assert (cwd / name).read_bytes() == data
+    assert_only(cwd, name)
+    assert_only(out, "cwd")
+
+
+@pytest.mark.parametrize("path", ["/a/..%2f", "/%00", "/a/%2e", "/"])
+def test_no_usable_name_in_the_url_is_a_usage_error(
+    origin: Origin, out: Path, home: Path, path: str
+) -> None:
+    result = run_dfget(
+        ["--pattern", "source", "--home", str(home), "-u", origin.url(path)],
+        timeout=TIMEOUT,
+        cwd=out,
+    )
+
+    assert_exit(result, ExitCode.USAGE)
+    assert b"--output" in result.stderr
+    assert origin.stats.requests == []
+
+
 def test_existing_destination_is_replaced(origin: Origin, out: Path, home: Path) -> None:
     data = random_bytes(2 * MiB, seed=5)
     url = origin.add("/f.bin", data)

@@ -23,10 +23,14 @@ if TYPE_CHECKING:
 
 
 def default_output(url: str) -> str:
-    """v1: the URL's last path segment in the current directory."""
-    path = urlsplit(url).path.rstrip("/")
-    name = unquote(path.rsplit("/", 1)[-1]) if path else ""
-    if not name or name in (".", ".."):
+    """v1: the URL's last path segment, in the current directory.
+
+    Decoded first, then split: an encoded separator (``%2e%2e%2fup.txt``, ``%2Ftmp%2Fx``)
+    cannot name a file outside the current directory.
+    """
+    path = unquote(urlsplit(url).path).rstrip("/")
+    name = path.rsplit("/", 1)[-1]
+    if not name or name in (".", "..") or "\x00" in name:
         raise ValueError(f"cannot derive a file name from {url!r}: use --output")
     return name
 
