@@ -38,6 +38,7 @@ class ScriptedSupernode:
     waits_before_pieces: int = 1
     refuse_ipv6: bool = False  # like Go 1.0.6: registration of a non-IPv4 peer fails (HTTP 500)
     corrupt_pieces: set[int] = field(default_factory=set)  # served with one bit flipped
+    lying_zstd: dict[int, bytes] = field(default_factory=dict)  # piece: zstd body, sent once
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -174,7 +175,12 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
                 chunk = bytearray(sn.wrapped[start : end + 1])
                 if start // PIECE_SIZE in sn.corrupt_pieces:
                     chunk[len(chunk) // 2] ^= 1
+                with sn.lock:
+                    lie = sn.lying_zstd.pop(start // PIECE_SIZE, None)
                 self.send_response_only(206)
+                if lie is not None:
+                    chunk = bytearray(lie)
+                    self.send_header("Content-Encoding", "zstd")
                 self.send_header("Content-Length", str(len(chunk)))
                 self.send_header(
                     "Content-Range", f"bytes {start}-{start + len(chunk) - 1}/{len(sn.wrapped)}"

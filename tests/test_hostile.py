@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,8 +53,17 @@ from dfget.pieces import (
 )
 from dfget.protocol import task_id
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
-from tests.helpers import open_fds, random_bytes, raw_http, run_dfget, settle, thread_count
+from tests.helpers import (
+    DFGET,
+    open_fds,
+    random_bytes,
+    raw_http,
+    run_dfget,
+    settle,
+    thread_count,
+)
 from tests.origin import Origin
+from tests.scripted_supernode import ScriptedSupernode
 
 MiB = 1024 * 1024
 P = 4 * MiB
@@ -670,3 +680,51 @@ def test_pieces_tile_the_file_exactly(length: int, piece_size: int, wrapped: boo
     assert piece_data_len(count, length, piece_size, wrapped) == 0
     if length:
         assert piece_data_len(last, length, piece_size, wrapped) > 0
+
+
+def _zstd_claiming(size: int) -> bytes:
+    """A zstd frame whose header declares ``size`` bytes, with one empty last block."""
+    descriptor = 0xE0  # 8-byte content size, single segment
+    block = (1).to_bytes(3, "little")  # last block, raw, 0 bytes
+    return b"\x28\xb5\x2f\xfd" + bytes([descriptor]) + size.to_bytes(8, "little") + block
+
+
+def test_lying_zstd_pieces_fail_that_holder_not_the_download(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """A holder's zstd answer that declares 2^45 bytes, or inflates to 64 MiB (declared or
+    not), is a failed piece from that holder: no allocation, no traceback; the piece comes
+    again and the download ends with the right bytes, memory bounded."""
+    import zstandard
+
+    data = random_bytes(3 * 4 * 1024 * 1024 - 100, seed=41)
+    url = origin.add("/zstd.bin", data)
+    sixty_four = b"\0" * (64 << 20)
+    sn = ScriptedSupernode(url, data)
+    sn.lying_zstd = {
+        0: _zstd_claiming(1 << 45),
+        1: zstandard.ZstdCompressor().compress(sixty_four),
+        2: zstandard.ZstdCompressor(write_content_size=False).compress(sixty_four),
+    }
+    try:
+        result = subprocess.run(
+            [
+                "/usr/bin/time", "-f", "%M", *DFGET, "-u", url, "-o", str(tmp_path / "out"),
+                "--node", sn.address, "--home", str(tmp_path / "h"), "--ip", "127.0.0.1",
+                "--pattern", "cdn", "--json",
+            ],  # fmt: skip
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        sn.stop()
+    stderr = result.stderr.decode()
+    assert result.returncode == ExitCode.OK, stderr
+    assert "Traceback" not in stderr
+    assert (tmp_path / "out").read_bytes() == data
+    document = json.loads(result.stdout)
+    (holder,) = document["holders"]
+    assert holder["failures"] == 3 and holder["pieces"] == 3
+    peak_mib = int(stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB"
+    assert not sn.lying_zstd  # every lie was served

@@ -188,7 +188,7 @@ class PieceFetcher:
             result.wire_bytes = received
             body = view[:received]
             if compressed:
-                body = _decompress_zstd(body, len(buffer))
+                body = _decompress_zstd(body, limit)
             result.real_md5 = hasher.hexdigest() if hasher is not None else ""
             return body
         finally:
@@ -230,10 +230,24 @@ class PieceFetcher:
 
 
 def _decompress_zstd(body: memoryview, limit: int) -> memoryview:
+    """The piece a peer sent zstd-compressed, never more than ``limit`` bytes of it in memory:
+    a frame that declares or inflates to more is a bad piece, not an allocation."""
     import zstandard
 
     try:
-        data = zstandard.ZstdDecompressor().decompress(bytes(body), max_output_size=limit)
+        if zstandard.frame_content_size(body) > limit:
+            raise FramingError(f"zstd piece declares more than {limit} bytes")
+        reader = zstandard.ZstdDecompressor().stream_reader(body)
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit:
+            part = reader.read(limit + 1 - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
     except zstandard.ZstdError as exc:
         raise FramingError(f"bad zstd piece: {exc}") from exc
-    return memoryview(data)
+    if size > limit:
+        raise FramingError(f"zstd piece inflates to more than {limit} bytes")
+    return memoryview(b"".join(parts))
