@@ -709,9 +709,23 @@ def test_lying_zstd_pieces_fail_that_holder_not_the_download(
     try:
         result = subprocess.run(
             [
-                "/usr/bin/time", "-f", "%M", *DFGET, "-u", url, "-o", str(tmp_path / "out"),
-                "--node", sn.address, "--home", str(tmp_path / "h"), "--ip", "127.0.0.1",
-                "--pattern", "cdn", "--json",
+                "/usr/bin/time",
+                "-f",
+                "%M",
+                *DFGET,
+                "-u",
+                url,
+                "-o",
+                str(tmp_path / "out"),
+                "--node",
+                sn.address,
+                "--home",
+                str(tmp_path / "h"),
+                "--ip",
+                "127.0.0.1",
+                "--pattern",
+                "cdn",
+                "--json",
             ],  # fmt: skip
             capture_output=True,
             timeout=120,
@@ -728,3 +742,34 @@ def test_lying_zstd_pieces_fail_that_holder_not_the_download(
     peak_mib = int(stderr.strip().splitlines()[-1]) / 1024
     assert peak_mib < 150, f"peak RSS {peak_mib:.0f} MiB"
     assert not sn.lying_zstd  # every lie was served
+
+
+def test_a_registration_cannot_attach_its_bytes_to_another_url(
+    origin: Origin, supernode: SupernodeFactory, tmp_path: Path
+) -> None:
+    """rawUrl = the attacker's file with taskUrl = a victim's URL used to create a task that the
+    victim's later clients joined, getting the attacker's bytes with matching md5s. taskUrl may
+    only drop query parameters of rawUrl; otherwise the task is keyed on rawUrl."""
+    victim = random_bytes(3 * 1024 * 1024, seed=42)
+    evil = random_bytes(len(victim), seed=43)
+    victim_url = origin.add("/victim.bin", victim)
+    evil_url = origin.add("/evil.bin", evil)
+    node = supernode()
+    body = {
+        "superNodeIp": "127.0.0.1", "rawUrl": evil_url, "taskUrl": victim_url,
+        "cid": "10.9.9.9-1-1.000", "ip": "127.0.0.1", "hostName": "evil", "port": 15999,
+        "path": "/peer/file/evil", "version": "1.0.6",
+    }  # fmt: skip
+    answer = httpx.post(f"{node.url}/peer/registry", json=body, timeout=10).json()
+    assert answer["data"]["taskId"] == task_id(evil_url)  # keyed on what is fetched
+
+    out = tmp_path / "victim.bin"
+    argv = ["-u", victim_url, "-o", str(out), "--node", node.node, "--home", str(tmp_path / "h")]
+    result = run_dfget([*argv, "--ip", "127.0.0.1", "--pattern", "cdn", "--json"], timeout=60)
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert out.read_bytes() == victim
+    assert json.loads(result.stdout)["bytes"]["cdn"] == len(victim)  # through the supernode
+
+    filtered = {**body, "rawUrl": f"{victim_url}?Signature=abc&n=1", "taskUrl": f"{victim_url}?n=1"}
+    answer = httpx.post(f"{node.url}/peer/registry", json=filtered, timeout=10).json()
+    assert answer["data"]["taskId"] == task_id(f"{victim_url}?n=1")  # --filter still works

@@ -30,6 +30,7 @@ Run as ``python -m tests.v1_supernode`` with ``dfget supernode``'s options plus 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -204,9 +205,7 @@ class V1Scheduler:
             self._super_load = 0
         if self._count and len(client.success) >= self._count:
             return Decision(Outcome.FINISHED)
-        available = [
-            p for p in self._ready if p not in client.success and p not in client.running
-        ]
+        available = [p for p in self._ready if p not in client.success and p not in client.running]
         if not available:
             return Decision(Outcome.NOTHING_AVAILABLE)
         limit = self.config.down_limit
@@ -239,11 +238,7 @@ class V1Scheduler:
         blacklist = self._peers[cid].blacklist
         for holder in order:
             peer = self._peers.get(holder)
-            if (
-                peer is None
-                or peer.down
-                or peer.service_errors >= self.config.elimination_limit
-            ):
+            if peer is None or peer.down or peer.service_errors >= self.config.elimination_limit:
                 del holders[holder]
                 continue
             if holder in blacklist:
@@ -290,16 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     from dfget.supernode.options import SupernodeOptions
 
     args = list(sys.argv[1:] if argv is None else argv)
-    trace: Trace | None = None
-    if args[:1] == ["--trace"]:
-        trace = file_trace(Path(args[1]).open("a", encoding="utf-8"))
+    trace_path = Path(args[1]) if args[:1] == ["--trace"] else None
+    if trace_path is not None:
         args = args[2:]
     options = SupernodeOptions(**supernode.make_context("supernode", args).params)
+    with contextlib.ExitStack() as stack:
+        trace: Trace | None = None
+        if trace_path is not None:
+            trace = file_trace(stack.enter_context(trace_path.open("a", encoding="utf-8")))
 
-    def factory(count: int | None, config: SchedulerConfig, seed: int | None) -> Any:
-        return V1Scheduler(count, config, seed, trace)
+        def factory(count: int | None, config: SchedulerConfig, seed: int | None) -> Any:
+            return V1Scheduler(count, config, seed, trace)
 
-    return run(options, scheduler_factory=factory)
+        return run(options, scheduler_factory=factory)
 
 
 if __name__ == "__main__":

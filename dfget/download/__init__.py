@@ -37,8 +37,8 @@ from dfget.errors import (
     UsageError,
 )
 from dfget.httpwire import TLS, Pool
-from dfget.ratelimit import TokenBucket
 from dfget.protocol import task_key
+from dfget.ratelimit import TokenBucket
 from dfget.redact import redact_url
 from dfget.units import format_duration
 

@@ -53,7 +53,6 @@ from dfget.protocol import (
 )
 from dfget.ratelimit import TokenBucket
 from dfget.redact import SENSITIVE_HEADERS, Scrubber
-from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 from dfget.supernode_client import (
     PieceTask,
     Registration,
@@ -63,6 +62,7 @@ from dfget.supernode_client import (
     new_http_client,
     node_order,
 )
+from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 
 if TYPE_CHECKING:
     from dfget.uploader.spawn import ServerStart

@@ -11,12 +11,15 @@ import base64
 import binascii
 import ipaddress
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dfget.protocol import headers_to_map, lower_keys, task_id
+from dfget.protocol import headers_to_map, lower_keys, task_id, task_url
 from dfget.redact import redact_url
+
+log = logging.getLogger(__name__)
 
 PEER_PORT_MIN = 15000
 PEER_PORT_MAX = 65000
@@ -119,7 +122,7 @@ def _validate(fields: dict[str, Any]) -> Registration:
     return Registration(
         supernode_ip=text["supernodeip"],
         raw_url=text["rawurl"],
-        task_url=text["taskurl"] or text["rawurl"],
+        task_url=trusted_task_url(text["rawurl"], text["taskurl"]),
         cid=text["cid"],
         ip=text["ip"],
         host_name=text["hostname"],
@@ -134,6 +137,24 @@ def _validate(fields: dict[str, Any]) -> Registration:
         insecure=_flag(fields, "insecure"),
         root_cas=tuple(_base64(item) for item in _strings(fields, "rootcas")),
     )
+
+
+def trusted_task_url(raw_url: str, claimed: str) -> str:
+    """The task URL a registration may use: ``taskUrl`` only when it is ``rawUrl`` without some
+    of its query parameters (v1's ``--filter``), else ``rawUrl`` itself.
+
+    The task id comes from the task URL, and the CDN fetches ``rawUrl``: a registrant free to
+    pair any ``taskUrl`` with its own ``rawUrl`` would attach its bytes to another URL's task.
+    """
+    if not claimed or claimed == raw_url:
+        return raw_url
+    _, _, query = raw_url.partition("?")
+    kept = {p.split("=", 1)[0] for p in claimed.partition("?")[2].split("&") if p}
+    dropped = [p.split("=", 1)[0] for p in query.split("&") if p.split("=", 1)[0] not in kept]
+    if task_url(raw_url, dropped) == claimed:
+        return claimed
+    log.info("taskUrl is not rawUrl less some query parameters: keying the task on rawUrl")
+    return raw_url
 
 
 _STRING_FIELDS = (

@@ -80,12 +80,9 @@ class UploaderHandler(Handler):
             self.reply(400, "invalid params")
             return
         wrapped = self.header("cdnSource") != CDN_SOURCE_SOURCE
-        task = uploader.store.get(name)
-        if task is not None and not task.finished:
-            # A piece its download announced before storing it: hold the request until it lands.
-            if not wait_until_stored(pending_path(task.data_dir, name), piece_num):
-                self.reply(404, "piece not available")
-                return
+        if not self._announced_piece_lands(name, piece_num):
+            self.reply(404, "piece not available")
+            return
         with uploader.uploading():
             try:
                 fd, size = uploader.store.open(name)
@@ -102,6 +99,14 @@ class UploaderHandler(Handler):
                 self._send(name, body)
             finally:
                 os.close(fd)
+
+    def _announced_piece_lands(self, name: str, piece_num: int) -> bool:
+        """A piece its download announced before storing it: hold the request until it lands
+        (False: it was given up or did not come in time). Other pieces pass at once."""
+        task = self.server.uploader.store.get(name)
+        if task is None or task.finished:
+            return True
+        return wait_until_stored(pending_path(task.data_dir, name), piece_num)
 
     def _send(self, name: str, body: sender.Body) -> None:
         zstd = sender.wants_zstd(self.header("Accept-Encoding"))

@@ -31,7 +31,6 @@ if str(REPO) not in sys.path:
 
 from tests.helpers import (  # noqa: E402
     DFGET,
-    V1_SUPERNODE,
     free_port,
     stop_process,
     wait_port,
@@ -370,9 +369,19 @@ def start_go_supernode(
     with open(home / "supernode.log", "wb") as log:
         proc = subprocess.Popen(
             [
-                binary, "--home-dir", str(home), "--port", str(port),
-                "--download-port", str(download_port), "--advertise-ip", "127.0.0.1",
-                "--cdn-pattern", pattern, "--fail-access-interval", "3s",
+                binary,
+                "--home-dir",
+                str(home),
+                "--port",
+                str(port),
+                "--download-port",
+                str(download_port),
+                "--advertise-ip",
+                "127.0.0.1",
+                "--cdn-pattern",
+                pattern,
+                "--fail-access-interval",
+                "3s",
             ],  # fmt: skip
             stdout=log,
             stderr=subprocess.STDOUT,

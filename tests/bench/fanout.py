@@ -344,7 +344,9 @@ def supernode_requests(node: str) -> float:
 
     text = httpx.get(f"http://{node}/metrics", timeout=10).text
     prefix = "dragonfly_supernode_api_requests_total{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
 
 
 def _range_length(header: str | None, size: int) -> int:
@@ -474,9 +476,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--supernode", choices=["ours", "v1", "go"], default="ours")
-    parser.add_argument(
-        "--clients", type=lambda t: t.split(","), default=["ours"], help="ours,go"
-    )
+    parser.add_argument("--clients", type=lambda t: t.split(","), default=["ours"], help="ours,go")
     parser.add_argument("--go-supernode", default=os.environ.get("DFGET_BENCH_GO_SUPERNODE"))
     parser.add_argument("--go-dfget", default=os.environ.get("DFGET_BENCH_GO_DFGET"))
     parser.add_argument("--dir", type=Path, help="where to put the data (default: $TMPDIR)")

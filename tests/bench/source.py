@@ -31,7 +31,6 @@ if str(REPO) not in sys.path:  # run as a script: make `tests` importable
 from tests.bench.common import (  # noqa: E402
     DFGET,
     NGINX,
-    MiB,
     Sample,
     arguments,
     byte_compile,
@@ -87,11 +86,15 @@ def run_benchmark(
             else:
                 server = serve_with_origin(root, data)
             with server as (base, count):
-                samples, requests = _timed_runs(root, data, f"{base}/{data.name}", runs, prime, count)
+                samples, requests = _timed_runs(
+                    root, data, f"{base}/{data.name}", runs, prime, count
+                )
                 reports.append(report(size_mib, runs, server_name, samples, requests))
         fresh(root / "out.bin")
         version = [timed([*DFGET, "--version"], root).wall for _ in range(10)]
-    reports.append(f"`dfget --version` median wall over {len(version)} runs: {median(version):.3f} s")
+    reports.append(
+        f"`dfget --version` median wall over {len(version)} runs: {median(version):.3f} s"
+    )
     return "\n\n".join(reports)
 
 
@@ -153,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="nginx,python (default: both; python alone without nginx)",
     )
     args = parser.parse_args(argv)
-    print_report(lambda: run_benchmark(args.size_mib, args.runs, args.dir, args.servers, args.prime))
+    print_report(
+        lambda: run_benchmark(args.size_mib, args.runs, args.dir, args.servers, args.prime)
+    )
 
 
 if __name__ == "__main__":
