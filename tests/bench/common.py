@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 
 from tests.helpers import (  # noqa: E402
     DFGET,
+    V1_SUPERNODE,
     free_port,
     stop_process,
     wait_port,
@@ -38,6 +39,7 @@ from tests.helpers import (  # noqa: E402
 
 __all__ = [
     "DFGET",
+    "V1_SUPERNODE",
     "MiB",
     "NGINX",
     "REPO",
