@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ import httpx
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
+from dfget.pieces import piece_count
 from dfget.protocol import (
+    CDN_SOURCE_SOURCE,
+    CDN_SOURCE_SUPERNODE,
     CODE_PEER_CONTINUE,
     JSON_REQUEST_CONTENT_TYPE,
     go_json,
@@ -57,22 +61,56 @@ class PieceTask:
     path: str
 
     @classmethod
-    def from_json(cls, item: dict[str, Any]) -> PieceTask:
-        return cls(
-            range=str(item.get("range", "")),
-            piece_num=int(item.get("pieceNum", 0)),
-            piece_size=int(item.get("pieceSize", 0)),
-            piece_md5=str(item.get("pieceMd5", "") or ""),
-            cid=str(item.get("cid", "")),
-            peer_ip=str(item.get("peerIp", "")),
-            peer_port=int(item.get("peerPort", 0)),
-            path=str(item.get("path", "")),
+    def from_json(cls, item: dict[str, Any], registration: Registration) -> PieceTask:
+        """A piece task checked against the registration: the registered piece size, a piece
+        inside the file, its own range; anything else is the supernode's error."""
+        task = cls(
+            range=_text(item, "range"),
+            piece_num=_number(item, "pieceNum", 0, MAX_PIECES),
+            piece_size=_number(item, "pieceSize", 0, MAX_PIECE_SIZE),
+            piece_md5=_text(item, "pieceMd5"),
+            cid=_text(item, "cid"),
+            peer_ip=_text(item, "peerIp"),
+            peer_port=_number(item, "peerPort", 0, 65535),
+            path=_text(item, "path"),
         )
+        size = registration.piece_size
+        if task.piece_size != size:
+            raise SupernodeError(f"supernode sent pieceSize {task.piece_size}, registered {size}")
+        if task.range != f"{task.piece_num * size}-{task.piece_num * size + size - 1}":
+            raise SupernodeError(f"supernode sent piece {task.piece_num} as {task.range[:40]!r}")
+        length = registration.file_length
+        wrapped = registration.cdn_source != CDN_SOURCE_SOURCE
+        if length >= 0 and task.piece_num >= piece_count(length, size, wrapped):
+            raise SupernodeError(f"supernode sent piece {task.piece_num}, past the end of the file")
+        return task
 
     @property
     def md5(self) -> str:
         """The bare md5 hex of the wrapped piece ('' when unknown)."""
         return self.piece_md5.split(":", 1)[0]
+
+
+MAX_PIECE_SIZE = 15 * 1024 * 1024
+"""v1's largest piece (spec §3.3); a larger one would only be a way to exhaust our memory."""
+MAX_FILE_LENGTH = 1 << 50
+MAX_TASKS_PER_ANSWER = 64  # v1 hands out at most 4 pieces per pull
+MAX_PIECES = MAX_FILE_LENGTH // 5
+
+
+def _number(item: dict[str, Any], name: str, low: int, high: int, default: int = 0) -> int:
+    """An integer field of a supernode answer, within [low, high]."""
+    value = item.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SupernodeError(f"supernode sent {name}={str(value)[:40]!r}")
+    return value
+
+
+def _text(item: dict[str, Any], name: str) -> str:
+    value = item.get(name) or ""
+    if not isinstance(value, str) or len(value) > 8192:
+        raise SupernodeError(f"supernode sent a {type(value).__name__} as {name}")
+    return value
 
 
 @dataclass(slots=True)
@@ -151,26 +189,34 @@ class SupernodeClient:
     def register(self, body: dict[str, Any]) -> tuple[int, Registration | None, str]:
         """POST /peer/registry; returns (code, registration or None, message)."""
         envelope = _envelope(self._post("/peer/registry", body))
-        code = int(envelope.get("code", 0))
-        data = envelope.get("data") or {}
+        code = _number(envelope, "code", 0, 999)
+        msg = _text(envelope, "msg")
         if code != 200:
-            return code, None, str(envelope.get("msg", ""))
-        try:
-            registration = Registration(
-                node=self.node,
-                task_id=str(data["taskId"]),
-                file_length=int(data.get("fileLength", -1)),
-                piece_size=int(data["pieceSize"]),
-                cdn_source=str(data.get("cdnSource") or "supernode"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SupernodeError(f"registration answer without usable data: {data!r}") from exc
-        if registration.piece_size <= 5 or not registration.task_id:
-            raise SupernodeError(f"registration answer without usable data: {data!r}")
-        return code, registration, str(envelope.get("msg", ""))
+            return code, None, msg
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise SupernodeError("supernode sent a registration answer without data")
+        registration = Registration(
+            node=self.node,
+            task_id=_text(data, "taskId"),
+            file_length=_number(data, "fileLength", -1, MAX_FILE_LENGTH, default=-1),
+            piece_size=_number(data, "pieceSize", 6, MAX_PIECE_SIZE),
+            cdn_source=_text(data, "cdnSource") or "supernode",
+        )
+        if not re.fullmatch(r"[0-9a-f]{64}", registration.task_id):
+            raise SupernodeError(f"supernode sent taskId {registration.task_id[:70]!r}")
+        if registration.cdn_source not in (CDN_SOURCE_SUPERNODE, CDN_SOURCE_SOURCE):
+            raise SupernodeError(f"supernode sent cdnSource {registration.cdn_source[:40]!r}")
+        return code, registration, msg
 
     def pull(
-        self, src_cid: str, dst_cid: str, piece_range: str, result: int, status: int, task_id: str
+        self,
+        registration: Registration,
+        src_cid: str,
+        dst_cid: str,
+        piece_range: str,
+        result: int,
+        status: int,
     ) -> PullAnswer:
         """GET /peer/task carrying the result of one piece (or the start marker)."""
         params = [
@@ -179,16 +225,19 @@ class SupernodeClient:
             ("range", piece_range),
             ("result", result),
             ("status", status),
-            ("taskId", task_id),
+            ("taskId", registration.task_id),
         ]
         envelope = _envelope(self._get("/peer/task", params))
-        code = int(envelope.get("code", 0))
-        answer = PullAnswer(code, str(envelope.get("msg", "")))
+        answer = PullAnswer(_number(envelope, "code", 0, 999), _text(envelope, "msg"))
         data = envelope.get("data")
-        if code == CODE_PEER_CONTINUE and isinstance(data, list):
-            answer.pieces = [PieceTask.from_json(item) for item in data if isinstance(item, dict)]
+        if answer.code == CODE_PEER_CONTINUE and isinstance(data, list):
+            if len(data) > MAX_TASKS_PER_ANSWER or not all(isinstance(i, dict) for i in data):
+                raise SupernodeError("supernode sent an unusable piece list")
+            answer.pieces = [PieceTask.from_json(item, registration) for item in data]
         elif isinstance(data, dict):
-            answer.md5 = str(data.get("md5", "") or "")
+            answer.md5 = _text(data, "md5")
+            if answer.md5 and not re.fullmatch(r"[0-9a-f]{32}", answer.md5):
+                raise SupernodeError(f"supernode sent md5 {answer.md5[:40]!r}")
         return answer
 
     def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None:

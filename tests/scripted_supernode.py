@@ -39,6 +39,8 @@ class ScriptedSupernode:
     refuse_ipv6: bool = False  # like Go 1.0.6: registration of a non-IPv4 peer fails (HTTP 500)
     corrupt_pieces: set[int] = field(default_factory=set)  # served with one bit flipped
     lying_zstd: dict[int, bytes] = field(default_factory=dict)  # piece: zstd body, sent once
+    registration_lies: dict[str, object] = field(default_factory=dict)  # merged into its data
+    piece_lies: dict[str, object] = field(default_factory=dict)  # merged into every piece task
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,6 +85,7 @@ class ScriptedSupernode:
             "peerPort": self.port,
             "path": f"/download/{self.task_id[:3]}/{self.task_id}",
             "downLink": 0,
+            **self.piece_lies,
         }
 
     def pull(self, query: dict[str, str]) -> bytes:
@@ -149,6 +152,7 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
                     "cdnSource": sn.cdn_source,
                     "asSeed": False,
                     "seedTaskID": "",
+                    **sn.registration_lies,
                 }
                 self._json(
                     json.dumps(

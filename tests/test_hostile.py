@@ -773,3 +773,43 @@ def test_a_registration_cannot_attach_its_bytes_to_another_url(
     filtered = {**body, "rawUrl": f"{victim_url}?Signature=abc&n=1", "taskUrl": f"{victim_url}?n=1"}
     answer = httpx.post(f"{node.url}/peer/registry", json=filtered, timeout=10).json()
     assert answer["data"]["taskId"] == task_id(f"{victim_url}?n=1")  # --filter still works
+
+
+@pytest.mark.parametrize(
+    ("registration", "piece"),
+    [
+        ({"pieceSize": 1 << 50}, {}),
+        ({"fileLength": "12"}, {}),
+        ({"taskId": "../../etc"}, {}),
+        ({"cdnSource": "elsewhere"}, {}),
+        ({}, {"pieceNum": "x"}),
+        ({}, {"pieceNum": 1 << 40}),
+        ({}, {"pieceSize": 1 << 50}),
+        ({}, {"range": "0-99"}),
+        ({}, {"peerPort": -1}),
+        ({}, {"cid": ["list"]}),
+    ],
+    ids=lambda value: ",".join(f"{k}={str(v)[:12]}" for k, v in value.items()) or "-",
+)
+def test_a_lying_supernode_answer_is_a_supernode_error(
+    origin: Origin, tmp_path: Path, registration: dict[str, object], piece: dict[str, object]
+) -> None:
+    """Every field of a supernode answer is checked where it enters: a bad one is the
+    supernode's error (here, with one supernode: the source), never a traceback or an
+    allocation of what it claims."""
+    data = random_bytes(5 * 1024 * 1024, seed=44)
+    url = origin.add("/lies.bin", data)
+    sn = ScriptedSupernode(url, data, registration_lies=registration, piece_lies=piece)
+    argv = ["-u", url, "-o", str(tmp_path / "out"), "--node", sn.address]
+    try:
+        result = run_dfget(
+            [*argv, "--home", str(tmp_path / "h"), "--ip", "127.0.0.1", "--pattern", "cdn"],
+            timeout=60,
+        )
+    finally:
+        sn.stop()
+    stderr = result.stderr.decode()
+    assert result.returncode == ExitCode.OK, stderr
+    assert "Traceback" not in stderr and "supernode" in stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert origin.stats.body_bytes == len(data)  # all of it from the source

@@ -358,12 +358,12 @@ class P2PDownload:
                     self._piece_success(self.client, done.cid, done.range)
                 try:
                     answer = self.client.pull(
+                        self.state.registration,
                         self.identity.cid,
                         report.dst_cid,
                         report.range,
                         report.result,
                         report.status,
-                        self.state.registration.task_id,
                     )
                 except SupernodeError as exc:
                     report = self._migrate(f"pull failed: {exc}")
