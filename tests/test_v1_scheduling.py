@@ -121,9 +121,9 @@ def test_fan_out_under_v1_scheduling_takes_the_blob_about_once(
     size = 128 * MiB
     from_source = sum(r["bytes"]["source"] for r in results)  # type: ignore[index]
     from_peers = sum(r["bytes"]["peer"] for r in results)  # type: ignore[index]
-    # Go dfget under the real Go supernode, same setup: 1.78-1.97 copies; v1's own rule leaves
-    # a few pieces fetched twice (see tests/v1_supernode.py and the README).
-    assert copies <= 1.25, f"the origin served {copies:.2f} copies"
+    # Measured (tests/bench/fanout.py): ours 1.00-1.22 copies, Go dfget 1.63-2.34 under the
+    # same scheduling; the bound leaves room for a loaded machine and catches the old ~2.
+    assert copies <= 1.4, f"the origin served {copies:.2f} copies"
     assert from_source + from_peers == clients * size
     assert from_source <= copies * size
-    assert from_peers >= (clients - 1.25) * size
+    assert from_peers >= (clients - 1.4) * size

@@ -353,6 +353,8 @@ class P2PDownload:
                 if stall.stalled():
                     raise P2PFallback(REASON_P2P_ERROR, f"no data arrived for {STALL_SECONDS:.0f}s")
                 assert self.client is not None and self.state.registration is not None
+                if self._releases:
+                    self._await_server()  # as before any report that sends peers to us
                 while self._releases:
                     done = self._releases.pop()
                     self._piece_success(self.client, done.cid, done.range)

@@ -13,7 +13,8 @@ together, each with its own --home, peer server and output. Baseline in the same
 `curl -o` straight from the origin. A staggered case follows: node 2 starts after node 1 has
 finished (within --expiretime), node 3 after node 1's peer server expired its file. `--joins`
 adds: node 2 joins when node 1 has half the blob, node 3 when node 1 has finished; their rows
-count only their own origin requests (each node tags them with a header).
+count only their own origin requests (each node tags them with a header), and a row between
+them counts what nodes 1 and 2 took from the origin together.
 
 Prints one markdown table: N, pattern, makespan, mean and max per-node time, origin bytes /
 blob size, origin requests, bytes from peers / CDN / source, CPU seconds (dfget, peer servers,
@@ -303,6 +304,11 @@ class Fanout:
                 time.sleep(0.01)
             rows = [self._joined(start(2), "joins halfway" + label, pattern, 2, outs[1])]
             first.communicate(timeout=PULL_TIMEOUT)
+            both = Row(
+                "nodes 1 and 2 together" + label, 2, pattern, 0.0, 0.0, 0.0,
+                self.origin.stats.body_bytes, len(self.origin.stats.requests),
+            )  # fmt: skip
+            rows.append(both)
             rows.append(self._joined(start(3), "joins after node 1" + label, pattern, 3, outs[2]))
             return rows
         finally:
