@@ -408,15 +408,15 @@ class P2PDownload:
                 ):
                     report = self._migrate(f"answered code {answer.code} {answer.msg}".strip())
                     continue
-                if answer.code == CODE_PEER_CONTINUE and started:
-                    backoff.reset()
                 if answer.code == CODE_PEER_WAIT or not in_flight:
                     wait = backoff.next()
                 else:
                     wait = IDLE_PULL_SECONDS
-                report = self._await_results(
+                report, landed = self._await_results(
                     report, wait, in_flight, reassigned, pending, failures, workers
                 )
+                if landed:
+                    backoff.reset()
         finally:
             # Stop fetches still running (the source may take over their ranges) and wait.
             self.cancel.cancel()
@@ -433,8 +433,9 @@ class P2PDownload:
         pending: deque[_Report],
         failures: dict[int, int],
         workers: _WorkerPool,
-    ) -> _Report:
-        """Handle piece results until the next pull is due; returns what it reports.
+    ) -> tuple[_Report, bool]:
+        """Handle piece results until the next pull is due; returns what it reports and
+        whether a piece landed meanwhile.
 
         Due at once for a failure (the supernode must hand the piece out again) and for a piece
         already on disk that the supernode does not know of; RELEASE_GATHER_SECONDS after an
@@ -445,15 +446,16 @@ class P2PDownload:
         ``wait``.
         """
         deadline = time.monotonic() + wait
+        landed = False
         while True:
-            landed = False
+            landed_now = False
             due = deadline if not self._releases else min(deadline, self._release_due)
             for result in self._drain(max(0.0, due - time.monotonic())):
                 in_flight.pop(result.task.piece_num, None)
                 self._account(result)
                 again = reassigned.pop(result.task.piece_num, None)
                 if result.ok:
-                    landed = True
+                    landed = landed_now = True
                     report = _Report(
                         result.task.cid, result.task.range, RESULT_SEMI_SUCCESS, STATUS_RUNNING
                     )
@@ -475,12 +477,12 @@ class P2PDownload:
                         _Report(result.task.cid, result.task.range, RESULT_FAILED, STATUS_RUNNING)
                     )
             if pending:
-                return pending.popleft()
+                return pending.popleft(), landed
             now = time.monotonic()
             if self._releases and now >= self._release_due:
-                return report
-            if (landed and len(in_flight) <= MERGE_RUNNING) or now >= deadline:
-                return report
+                return report, landed
+            if (landed_now and len(in_flight) <= MERGE_RUNNING) or now >= deadline:
+                return report, landed
 
     def _migrate(self, why: str) -> _Report:
         """Re-register elsewhere, keeping every piece already on disk; the next pull starts over."""
@@ -821,7 +823,7 @@ class P2PDownload:
 
 
 class _Backoff:
-    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a pull hands out pieces."""
+    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a piece lands."""
 
     def __init__(self) -> None:
         self.reset()
