@@ -158,6 +158,9 @@ class Fanout:
                 for home, out in zip(homes, outs, strict=True)
             ]
             results, ends = self._wait_all(procs, started, client)
+            for result in results:
+                if not result.get("success"):
+                    print(f"a node failed: {json.dumps(result)[-1500:]}", file=sys.stderr)
             makespan = max(ends) - started
             requests = supernode_requests(node) / n if self.args.supernode != "go" else 0.0
             dfget_cpu = children_cpu() - cpu0
