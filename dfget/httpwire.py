@@ -56,6 +56,11 @@ class Endpoint:
         return cls(scheme, parts.hostname, port, target)
 
     @property
+    def origin(self) -> tuple[str, str, int]:
+        """Scheme, host and port: what the user's headers are scoped to."""
+        return self.scheme, self.host, self.port
+
+    @property
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80

@@ -813,3 +813,31 @@ def test_a_lying_supernode_answer_is_a_supernode_error(
     assert "Traceback" not in stderr and "supernode" in stderr
     assert (tmp_path / "out").read_bytes() == data
     assert origin.stats.body_bytes == len(data)  # all of it from the source
+
+
+def test_a_supernode_naming_another_host_as_source_gets_no_user_headers(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """In the source pattern the supernode gives the URL each piece is fetched from: one that
+    names another host (here 127.0.0.2) gets the piece request, never the user's headers."""
+    data = random_bytes(5 * 1024 * 1024, seed=45)
+    url = origin.add("/layer.bin", data)
+    other = Origin(tmp_path / "other", host="127.0.0.2").start()
+    try:
+        other_url = other.add("/layer.bin", data)
+        sn = ScriptedSupernode(url, data, cdn_source="source", piece_lies={"path": other_url})
+        argv = ["-u", url, "-o", str(tmp_path / "out"), "--node", sn.address, "--ip", "127.0.0.1"]
+        secrets = ["--header", "X-Auth-Token: t1", "--header", "Authorization: Bearer b"]
+        try:
+            result = run_dfget(
+                [*argv, "--home", str(tmp_path / "h"), "--pattern", "cdn", *secrets], timeout=60
+            )
+        finally:
+            sn.stop()
+        assert result.returncode == ExitCode.OK, result.stderr.decode()
+        assert (tmp_path / "out").read_bytes() == data
+        assert other.stats.requests, "the pieces did not come from the other host"
+        names = {name.lower() for r in other.stats.requests for name in r.headers}
+        assert not names & {"x-auth-token", "authorization"}
+    finally:
+        other.stop()

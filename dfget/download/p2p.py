@@ -32,7 +32,7 @@ from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
 from dfget.download.progress import Progress
 from dfget.download.target import Target
 from dfget.errors import DfgetError, ExitCode
-from dfget.httpwire import Pool
+from dfget.httpwire import Endpoint, Pool
 from dfget.pieces import piece_count
 from dfget.protocol import (
     CODE_NEED_AUTH,
@@ -330,7 +330,7 @@ class P2PDownload:
             self.target,
             self.pool,
             user_headers=self.headers,
-            source_host=_source_host(self.settings.url),
+            source_origin=Endpoint.parse(self.settings.url).origin,
             cancel=self.cancel,
             bucket=self.bucket,
             progress=self.progress,
@@ -882,13 +882,6 @@ class _WorkerPool:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
-
-
-def _source_host(url: str) -> tuple[str, int]:
-    from dfget.httpwire import Endpoint
-
-    endpoint = Endpoint.parse(url)
-    return endpoint.host, endpoint.port
 
 
 def _b64_file(path: str) -> str:

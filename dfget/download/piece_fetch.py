@@ -30,7 +30,6 @@ from dfget.pieces import (
 )
 from dfget.protocol import CDN_SOURCE_SOURCE, ERROR_FILE_MD5_NOT_MATCH, ERROR_FILE_NOT_EXIST
 from dfget.ratelimit import TokenBucket
-from dfget.redact import SENSITIVE_HEADERS
 from dfget.supernode_client import PieceTask
 
 CDN_CID_PREFIX = "cdnnode:"
@@ -91,7 +90,7 @@ class PieceFetcher:
         pool: Pool,
         *,
         user_headers: Sequence[tuple[str, str]],
-        source_host: tuple[str, int],
+        source_origin: tuple[str, str, int],
         cancel: Cancel,
         bucket: TokenBucket,
         progress: Progress,
@@ -101,7 +100,7 @@ class PieceFetcher:
         self.target = target
         self.pool = pool
         self.user_headers = [(n, v) for n, v in user_headers if n.lower() != "range"]
-        self.source_host = source_host
+        self.source_origin = source_origin
         self.cancel = cancel
         self.bucket = bucket
         self.progress = progress
@@ -113,13 +112,10 @@ class PieceFetcher:
         if kind == SOURCE and self.layout.file_length > 0:
             end = min(end, self.layout.file_length - 1)
         headers = [("User-Agent", f"dfget/{PROTOCOL_VERSION}")]
-        if kind == SOURCE:
-            # The user's headers go to the origin only, never to peers; credentials only to
-            # the host the user named.
-            same = (endpoint.host, endpoint.port) == self.source_host
-            headers += [
-                (n, v) for n, v in self.user_headers if same or n.lower() not in SENSITIVE_HEADERS
-            ]
+        if kind == SOURCE and endpoint.origin == self.source_origin:
+            # The user's headers go to the origin only (scheme, host and port the user named),
+            # never to peers, nor to another host a supernode names as the source.
+            headers += self.user_headers
         if not self.layout.wrapped:
             headers.append(("cdnSource", CDN_SOURCE_SOURCE))
         if kind == PEER:

@@ -7,8 +7,8 @@ whole-file download is one GET, as with curl and Go dfget, and a registry logs o
 blob. Other missing ranges (what P2P did not deliver) are one request each; ``connections`` > 1
 splits them over that many parallel connections. A stream that breaks continues from its last
 byte with a Range request. Statuses are strict (a 404 page never becomes a file), resets and
-short bodies are retried per range with bounded backoff, and credentials never follow a
-redirect to another host.
+short bodies are retried per range with bounded backoff, and the user's headers never follow a
+redirect to another scheme, host or port.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dfget.errors import (
 )
 from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
 from dfget.ratelimit import TokenBucket
-from dfget.redact import SENSITIVE_HEADERS, redact_url
+from dfget.redact import redact_url
 
 log = logging.getLogger("dfget.source")
 
@@ -114,9 +114,10 @@ class SourceFetcher:
     def _headers_for(
         self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]
     ) -> list[tuple[str, str]]:
-        same_host = (endpoint.host, endpoint.port) == (self.origin.host, self.origin.port)
-        user = [(n, v) for n, v in self.headers if same_host or n.lower() not in SENSITIVE_HEADERS]
-        user = [(n, v) for n, v in user if n.lower() != "range"]
+        # The user's headers go only to the scheme, host and port they were given for: after a
+        # redirect elsewhere none follows (tokens come in many names, not only Authorization).
+        same_origin = endpoint.origin == self.origin.origin
+        user = [(n, v) for n, v in self.headers if same_origin and n.lower() != "range"]
         names = {n.lower() for n, _ in user}
         base = [("User-Agent", f"dfget/{PROTOCOL_VERSION}"), ("Accept-Encoding", "identity")]
         return [h for h in base if h[0].lower() not in names] + user + list(extra)
