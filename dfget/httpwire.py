@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -101,6 +102,19 @@ class TLS:
                     context.verify_mode = ssl.CERT_NONE
                 self._context = context
             return self._context
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TARGET_SAFE = "/?#[]@!$&'()*+,;=:%~-._"
+
+
+def request_target_of(target: str) -> str:
+    """``target`` as it may stand in a request line: control characters (CR and LF would end
+    the line and start a request of someone else's making) are refused; spaces and non-ASCII
+    characters are percent-encoded (UTF-8), as Go's client does for a peer's path."""
+    if _CONTROL.search(target):
+        raise WireError(f"refusing a request target with control characters: {target[:60]!r}")
+    return quote(target, safe=_TARGET_SAFE)
 
 
 def is_ssl_error(exc: BaseException, kind: str = "SSLError") -> bool:
@@ -308,11 +322,14 @@ class Connection:
     ) -> Response:
         """Send a request without a body and read the response head."""
         endpoint = self.endpoint
-        request_target = target
+        request_target = request_target_of(target)
         if self.proxy is not None and endpoint.scheme == "http":
-            request_target = f"http://{endpoint.authority}{target}"
+            request_target = f"http://{endpoint.authority}{request_target}"
         lines = [f"{method} {request_target} HTTP/1.1", f"Host: {endpoint.authority}"]
-        lines += [f"{name}: {value}" for name, value in headers]
+        for name, value in headers:
+            if _CONTROL.search(name) or _CONTROL.search(value) or not name or ":" in name:
+                raise WireError(f"refusing to send header {name[:40]!r}: invalid characters")
+            lines.append(f"{name}: {value}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         while True:
             status, reason, response_headers, raw = self._read_head()

@@ -841,3 +841,35 @@ def test_a_supernode_naming_another_host_as_source_gets_no_user_headers(
         assert not names & {"x-auth-token", "authorization"}
     finally:
         other.stop()
+
+
+def test_a_path_that_would_inject_into_request_lines_is_refused(
+    origin: Origin, supernode: SupernodeFactory, tmp_path: Path
+) -> None:
+    """The registered path goes verbatim into other peers' request lines: our supernode refuses
+    one with CR/LF (or a query, or a second segment), and our client refuses to write such a
+    request target whoever sent it, fetching the piece elsewhere instead."""
+    node = supernode()
+    url = origin.add("/p.bin", b"x" * 1000)
+    good = {
+        "superNodeIp": "127.0.0.1", "rawUrl": url, "taskUrl": url, "cid": "127.0.0.1-7-7.000",
+        "ip": "127.0.0.1", "hostName": "h", "port": 15999, "path": "/peer/file/ok-7-7.000",
+    }  # fmt: skip
+    assert httpx.post(f"{node.url}/peer/registry", json=good, timeout=10).status_code == 200
+    for path in ("/peer/file/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /y", "/peer/file/a/../../b", "/x"):
+        reply = httpx.post(f"{node.url}/peer/registry", json={**good, "path": path}, timeout=10)
+        assert reply.status_code == 500 and "path" in reply.text
+
+    data = random_bytes(5 * 1024 * 1024, seed=46)
+    url = origin.add("/inject.bin", data)
+    lie = {"cid": "127.0.0.1-9-9.000", "path": "/peer/file/a HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /b"}
+    sn = ScriptedSupernode(url, data, piece_lies=lie)
+    argv = ["-u", url, "-o", str(tmp_path / "out"), "--node", sn.address, "--ip", "127.0.0.1"]
+    try:
+        result = run_dfget([*argv, "--home", str(tmp_path / "h"), "--pattern", "cdn"], timeout=90)
+    finally:
+        sn.stop()
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert (tmp_path / "out").read_bytes() == data
+    assert not any("evil" in r.path.lower() for r in sn.requests)
+    assert all(not path.startswith("/b") for path in (r.path for r in sn.requests))

@@ -445,7 +445,14 @@ def test_registration_accepts_form_bodies_and_ipv6_peers(
 ) -> None:
     url = origin.add("/form", b"y" * 1000)
     node = supernode()
-    form = {"rawUrl": url, "taskUrl": url, "cid": "c1", "ip": "::1", "port": "16000", "path": "/p"}
+    form = {
+        "rawUrl": url,
+        "taskUrl": url,
+        "cid": "c1",
+        "ip": "::1",
+        "port": "16000",
+        "path": "/peer/file/p",
+    }
     response = httpx.post(f"{node.url}/v1.0/peer/registry", data=form)
     assert response.json()["data"]["taskId"] == task_id(url)
     assert response.json()["data"]["fileLength"] == 1000

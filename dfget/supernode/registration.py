@@ -12,6 +12,7 @@ import binascii
 import ipaddress
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,7 @@ from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)
 
+_PEER_PATH = re.compile(r"/peer/file/[^/\\?#\x00-\x1f\x7f]+")
 PEER_PORT_MIN = 15000
 PEER_PORT_MAX = 65000
 
@@ -104,6 +106,9 @@ def _validate(fields: dict[str, Any]) -> Registration:
     for name in ("hostname", "callsystem"):
         if name in fields and not text[name]:
             raise InvalidRegistration(f"{name} must not be empty when given")
+    if not _PEER_PATH.fullmatch(text["path"]) or text["path"].endswith(("/.", "/..")):
+        # Other peers put it in their request line: no CR/LF, no second path or query.
+        raise InvalidRegistration(f"path {text['path'][:60]!r} is not /peer/file/<name>")
     try:
         scheme_url = urlsplit(text["rawurl"])
     except ValueError:  # "http://[x": not a valid IPv6 literal
