@@ -44,7 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,13 +139,28 @@ class Fanout:
             time.sleep(0.2)
         self.origin.reset_stats()
 
-    def pull_together(self, n: int, pattern: str, client: str = "ours") -> Row:
+    @contextmanager
+    def _case(self, pattern: str) -> Iterator[tuple[Path, str, subprocess.Popen[bytes]]]:
+        """A fresh supernode for one case; yields the case's directory, the --node address and
+        the supernode process. Afterwards the peer servers of every home in the case directory
+        (``n*``), the supernode and what serves its download port are stopped."""
         self.serial += 1
         case_root = self.root / f"case{self.serial}"
         sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
-        homes = [case_root / f"n{i}" for i in range(n)]
-        outs = [case_root / f"n{i}.bin" for i in range(n)]
         try:
+            yield case_root, node, sn_proc
+        finally:
+            for home in sorted(case_root.glob("n*")):
+                if home.is_dir():
+                    common.stop_peer_server(home)
+            common.stop_process(sn_proc)
+            stop_files()
+            shutil.rmtree(case_root, ignore_errors=True)
+
+    def pull_together(self, n: int, pattern: str, client: str = "ours") -> Row:
+        with self._case(pattern) as (case_root, node, sn_proc):
+            homes = [case_root / f"n{i}" for i in range(n)]
+            outs = [case_root / f"n{i}.bin" for i in range(n)]
             common.fresh(*outs, prime=self._prime(n))
             self._settle()
             cpu0 = children_cpu()
@@ -175,12 +191,6 @@ class Fanout:
                 all(r.get("success") for r in results) and self._same(outs), requests,
             )  # fmt: skip
             return row
-        finally:
-            for home in homes:
-                common.stop_peer_server(home)
-            common.stop_process(sn_proc)
-            stop_files()
-            shutil.rmtree(case_root, ignore_errors=True)
 
     def _wait_all(
         self, procs: list[subprocess.Popen[bytes]], started: float, client: str = "ours"
@@ -238,12 +248,9 @@ class Fanout:
 
     def staggered(self, pattern: str) -> list[Row]:
         """Node 2 after node 1 finished; node 3 after node 1's peer server expired the file."""
-        self.serial += 1
-        case_root = self.root / f"case{self.serial}"
-        sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
         rows = []
-        homes = []
-        try:
+        homes: list[Path] = []
+        with self._case(pattern) as (case_root, node, _):
             for index in (1, 2, 3):
                 if index == 3:
                     self._wait_expired(homes[0])
@@ -273,30 +280,21 @@ class Fanout:
                     )  # fmt: skip
                 )
             return rows
-        finally:
-            for home in homes:
-                common.stop_peer_server(home)
-            common.stop_process(sn_proc)
-            stop_files()
-            shutil.rmtree(case_root, ignore_errors=True)
 
     def joining(self, pattern: str, client: str) -> list[Row]:
         """Node 2 joins when node 1 has half the blob from the origin; node 3 after node 1
         finished. Each node tags its origin requests (a header dfget passes to the source in
         the source pattern), so the rows count only that node's requests and bytes."""
-        self.serial += 1
-        case_root = self.root / f"case{self.serial}"
-        sn_proc, node, stop_files = self._start_supernode(case_root / "sn", pattern)
-        homes = [case_root / f"n{index}" for index in (1, 2, 3)]
-        outs = [case_root / f"n{index}.bin" for index in (1, 2, 3)]
         label = "" if client == "ours" else ", Go dfget"
+        with self._case(pattern) as (case_root, node, _):
+            homes = [case_root / f"n{index}" for index in (1, 2, 3)]
+            outs = [case_root / f"n{index}.bin" for index in (1, 2, 3)]
 
-        def start(index: int) -> subprocess.Popen[bytes]:
-            argv = self._dfget(homes[index - 1], outs[index - 1], node, client)
-            argv += ["--header", f"{NODE_HEADER}: {index}"]
-            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            def start(index: int) -> subprocess.Popen[bytes]:
+                argv = self._dfget(homes[index - 1], outs[index - 1], node, client)
+                argv += ["--header", f"{NODE_HEADER}: {index}"]
+                return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-        try:
             common.fresh(*outs, prime=self._prime(3))
             self._settle()
             first = start(1)
@@ -314,12 +312,6 @@ class Fanout:
             rows.append(both)
             rows.append(self._joined(start(3), "joins after node 1" + label, pattern, 3, outs[2]))
             return rows
-        finally:
-            for home in homes:
-                common.stop_peer_server(home)
-            common.stop_process(sn_proc)
-            stop_files()
-            shutil.rmtree(case_root, ignore_errors=True)
 
     def _joined(
         self, proc: subprocess.Popen[bytes], case: str, pattern: str, index: int, out: Path
