@@ -66,7 +66,13 @@ def test_registration_body_from_the_wire_gives_the_transcript_task_id() -> None:
 
 def test_range_header_and_md5_enter_the_id_other_headers_do_not() -> None:
     def registration(**extra: object) -> str:
-        fields = {"rawUrl": URL, "taskUrl": URL, "cid": "c", "ip": "10.0.0.1", "path": "/p"}
+        fields = {
+            "rawUrl": URL,
+            "taskUrl": URL,
+            "cid": "c",
+            "ip": "10.0.0.1",
+            "path": "/peer/file/p",
+        }
         body = json.dumps({**fields, **extra}).encode()
         return parse_registration(body, "application/json").task_id
 
