@@ -21,7 +21,7 @@ from dfget.errors import ExitCode
 from dfget.httpserver import Handler, make_server
 from dfget.redact import Scrubber
 from tests.conftest import SupernodeFactory
-from tests.helpers import random_bytes
+from tests.helpers import random_bytes, run_dfget
 from tests.origin import Origin
 from tests.p2p_tools import FakePeer, Runs
 
@@ -195,3 +195,39 @@ def test_scrubber_masks_url_tokens_and_credential_values() -> None:
     text = scrub(f"{url} said {BASIC} / {COOKIE} / {TOKEN} / /enc/val / visible / a=1")
     assert not any(secret in text for secret in SECRETS) and "/enc/val" not in text
     assert text.startswith("http://host/p?a=…&sig=…&e=…") and text.endswith("visible / a=1")
+
+
+def test_header_variables_stay_out_of_the_peer_servers_environment(
+    origin: Origin, supernode: SupernodeFactory, runs: Runs
+) -> None:
+    """DFGET_HEADER_<NAME> reaches the origin, but the long-lived peer server that the download
+    starts never has it in its environment (readable in /proc/<pid>/environ)."""
+    data = random_bytes(SIZE, seed=72)
+    url = origin.add("/env.bin", data)
+    node = supernode(cdn_pattern="source")
+    result = run_dfget(
+        runs.args("h", url, "f.bin", "--node", node.node),
+        timeout=90,
+        env={"DFGET_HEADER_X_REGISTRY_TOKEN": TOKEN},
+    )
+    assert result.returncode == ExitCode.OK, result.stderr.decode()
+    assert (runs.out / "f.bin").read_bytes() == data
+    assert all(r.headers.get("X-Registry-Token") == TOKEN for r in origin.stats.requests)
+    environ = Path(f"/proc/{runs.server_pid('h')}/environ").read_bytes()
+    assert b"PYTHONPATH=" in environ  # the server's own environment was read
+    assert TOKEN.encode() not in environ and b"DFGET_HEADER_" not in environ
+
+
+def test_a_symlink_at_the_work_path_is_not_followed(tmp_path: Path) -> None:
+    """The work file is opened with O_NOFOLLOW: a symlink planted where it will be created
+    cannot redirect the download's writes (or its truncation) to another file."""
+    from dfget.download.target import Target
+    from dfget.errors import LocalIOError
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    work = tmp_path / "work"
+    work.symlink_to(victim)
+    with pytest.raises(LocalIOError):
+        Target(work, tmp_path / "out", [], length=100)
+    assert victim.read_bytes() == b"precious"

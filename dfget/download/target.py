@@ -68,7 +68,9 @@ class Target:
         self._closed = False
         try:
             work_path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
+            # O_NOFOLLOW: a symlink planted at the work path must not redirect our writes.
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            flags |= 0 if resume else os.O_TRUNC
             self.fd = os.open(work_path, flags, 0o644)
             if length:
                 os.ftruncate(self.fd, length)

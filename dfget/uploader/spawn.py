@@ -147,14 +147,18 @@ class ServerStart:
             return False
 
 
+def _secret_variable(name: str) -> bool:
+    return name.upper().startswith("DFGET_HEADER_")
+
+
 def _start(args: list[str], listener: socket.socket) -> int | None:
     """Spawn the server on ``listener`` and read its announced port; None (logged) if it does
     not announce."""
     package_root = str(Path(dfget.__file__).resolve().parent.parent)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-    }
+    # The server outlives the download and never needs the user's headers: their secrets
+    # (DFGET_HEADER_AUTHORIZATION, ...) stay out of its environment (/proc/<pid>/environ).
+    env = {name: value for name, value in os.environ.items() if not _secret_variable(name)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
