@@ -19,7 +19,7 @@ import httpx
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
-from dfget.pieces import piece_count
+from dfget.pieces import PieceRange, piece_count
 from dfget.protocol import (
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
@@ -77,7 +77,7 @@ class PieceTask:
         size = registration.piece_size
         if task.piece_size != size:
             raise SupernodeError(f"supernode sent pieceSize {task.piece_size}, registered {size}")
-        if task.range != f"{task.piece_num * size}-{task.piece_num * size + size - 1}":
+        if task.range != str(PieceRange.of_piece(task.piece_num, size)):
             raise SupernodeError(f"supernode sent piece {task.piece_num} as {task.range[:40]!r}")
         length = registration.file_length
         wrapped = registration.cdn_source != CDN_SOURCE_SOURCE
