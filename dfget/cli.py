@@ -11,15 +11,9 @@ import click
 from click.core import ParameterSource
 
 from dfget import PROTOCOL_VERSION, __version__
-from dfget.config import (
-    DEFAULT_ALIVETIME,
-    DEFAULT_CONNECTIONS,
-    DEFAULT_EXPIRETIME,
-    DEFAULT_HOME,
-    PATTERNS,
-)
+from dfget.config import DEFAULT_CACHE_MIN_FREE, DEFAULT_CONNECTIONS, DEFAULT_HOME, PATTERNS
 from dfget.errors import DfgetError, ExitCode, exit_code_table
-from dfget.units import format_duration, parse_duration, parse_rate
+from dfget.units import parse_duration, parse_rate
 
 
 class RateType(click.ParamType):
@@ -71,8 +65,8 @@ def expiretime_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--expiretime",
         type=DURATION,
-        default=format_duration(DEFAULT_EXPIRETIME),
-        show_default=True,
+        default=None,
+        show_default="unset: the cache budget decides",
         help=help_text,
     )
 
@@ -81,10 +75,50 @@ def alivetime_option(help_text: str) -> Callable[[F], F]:
     return click.option(
         "--alivetime",
         type=DURATION,
-        default=format_duration(DEFAULT_ALIVETIME),
-        show_default=True,
+        default=None,
+        show_default="unset: up while serving",
         help=help_text,
     )
+
+
+class AmountType(click.ParamType):
+    """A size (RATE syntax, in bytes) or a percentage of the data filesystem."""
+
+    name = "SIZE|PCT"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from dfget.uploader.cache import Amount
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return Amount.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AMOUNT = AmountType()
+
+
+def cache_options(f: F) -> F:
+    """--cache-budget and --cache-min-free, shared by dfget (for the server it starts) and
+    dfget server."""
+    f = click.option(
+        "--cache-min-free",
+        type=AMOUNT,
+        default=DEFAULT_CACHE_MIN_FREE,
+        show_default=True,
+        help="Free space the served files never eat into: least recently used files are "
+        "dropped first to keep it.",
+    )(f)
+    return click.option(
+        "--cache-budget",
+        type=AMOUNT,
+        default=None,
+        show_default="10%, at most 8GB",
+        help="Disk the peer server's served files may take, e.g. 20GB or 25% (of the data "
+        "filesystem); beyond it the least recently used file is dropped and reported down.",
+    )(f)
 
 
 # Help sections of the download options, in display order.
@@ -114,7 +148,15 @@ SECTIONS = {
     "Limits": ["locallimit", "minrate", "totallimit", "timeout", "clientqueue"],
     "Resume": ["resume", "partial_max_age", "partial_budget"],
     "Output": ["showbar", "quiet", "as_json", "trace", "console", "verbose"],
-    "Peer server": ["home", "ip", "port", "expiretime", "alivetime"],
+    "Peer server": [
+        "home",
+        "ip",
+        "port",
+        "cache_budget",
+        "cache_min_free",
+        "expiretime",
+        "alivetime",
+    ],
 }
 
 EPILOG = f"""\b
@@ -144,8 +186,10 @@ Exit codes:
 
 SERVER_EXAMPLES = """\b
 Examples:
-  # Normally started by dfget itself; by hand, on a fixed port for 10 minutes per file:
-  dfget server --home /var/lib/dragonfly --ip 10.0.0.5 --port 15001 --expiretime 10m
+  # Normally started by dfget itself; by hand, on a fixed port, keeping up to 20 GB:
+  dfget server --home /var/lib/dragonfly --ip 10.0.0.5 --port 15001 --cache-budget 20GB
+  # v1's timers as upper bounds: drop files 10 minutes after last use, exit after 1h idle:
+  dfget server --home /var/lib/dragonfly --expiretime 10m --alivetime 1h
   # Limit what this host uploads to other peers:
   dfget server --home ~/.small-dragonfly --totallimit 50M
 """
@@ -156,6 +200,12 @@ Examples:
   dfget supernode --port 8002 --download-port 8001 --advertise-ip 10.0.0.1
   # Source pattern: peers fetch from the origin, one client per piece at a time:
   dfget supernode --cdn-pattern source --listen-ip :: --advertise-ip 10.0.0.1
+"""
+
+CACHE_EXAMPLES = """\b
+Examples:
+  dfget cache                      # the peer server of ~/.small-dragonfly
+  dfget cache --home /var/lib/dragonfly --json
 """
 
 TRACE_EXAMPLES = """\b
@@ -379,8 +429,13 @@ class SectionedGroup(click.Group):
     show_default=True,
     help="Peer server port; 0 picks one in 15000-65000.",
 )
-@expiretime_option("How long the peer server keeps serving a file after its last use.")
-@alivetime_option("The peer server exits after this long without uploads.")
+@cache_options
+@expiretime_option(
+    "If set, the peer server also stops serving a file this long after its last use (v1: 3m)."
+)
+@alivetime_option(
+    "If set, the peer server exits after this long without uploads even while serving (v1: 5m)."
+)
 @click.version_option(
     __version__,
     "-v",
@@ -429,8 +484,12 @@ def cli(ctx: click.Context, **values: object) -> None:
     type=click.Path(path_type=Path),
     help="Meta file recording the port (default <home>/meta/host.meta).",
 )
-@expiretime_option("Stop serving a file this long after its last use; 0 never.")
-@alivetime_option("Exit after this long without upload activity; 0 never.")
+@cache_options
+@expiretime_option("If set, also stop serving a file this long after its last use; 0 never.")
+@alivetime_option(
+    "If set, exit after this long without uploads even while serving; 0 never. Unset: exit "
+    "after 5m idle only when nothing is served."
+)
 @click.option(
     "--totallimit", type=RATE, default="0", help="Host-wide upload limit; 0 means unlimited."
 )
@@ -550,6 +609,28 @@ def trace(file: Path, slowest: int) -> None:
     except TraceError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summarize(events, slowest))
+
+
+@cli.command(epilog=CACHE_EXAMPLES)
+@home_option("Work home whose peer server to ask.", click.Path(path_type=Path))
+@click.option(
+    "--meta",
+    type=click.Path(path_type=Path),
+    help="Meta file of the peer server (default <home>/meta/host.meta).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def cache(home: Path, meta: Path | None, as_json: bool) -> None:
+    """List what this host's peer server serves: sizes, last use, what is dropped next."""
+    import json
+
+    from dfget.uploader import status
+
+    meta_dir = (meta or Path(home).expanduser() / "meta" / "host.meta").parent
+    current = status.read(meta_dir)
+    if as_json:
+        click.echo(json.dumps(current, indent=1))
+    else:
+        click.echo(status.render(current))
 
 
 @cli.command("gen-doc", hidden=True)

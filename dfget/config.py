@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dfget.protocol import DEFAULT_SUPERNODE_PORT
+
+if TYPE_CHECKING:
+    from dfget.uploader.cache import Amount
 
 DEFAULT_HOME = Path.home() / ".small-dragonfly"
 DEFAULT_NODE = f"127.0.0.1:{DEFAULT_SUPERNODE_PORT}"
 DEFAULT_MINRATE = 64 * 1024
-DEFAULT_EXPIRETIME = 180.0
-DEFAULT_ALIVETIME = 300.0
 DEFAULT_CONNECTIONS = 1
+DEFAULT_CACHE_MIN_FREE = "1GB"  # the peer server's files never eat into this much free space
 PATTERNS = ("p2p", "cdn", "source")
 
 
@@ -94,8 +97,10 @@ class Settings:
     home: Path = field(default_factory=lambda: DEFAULT_HOME)
     ip: str = ""
     port: int = 0
-    expiretime: float = DEFAULT_EXPIRETIME
-    alivetime: float = DEFAULT_ALIVETIME
+    expiretime: float | None = None  # the peer server's upper bounds, when set
+    alivetime: float | None = None
+    cache_budget: Amount | None = None  # None: the peer server's default
+    cache_min_free: Amount | None = None
     showbar: bool = False
     quiet: bool = False
     json: bool = False

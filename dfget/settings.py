@@ -125,8 +125,10 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         home=Path(str(home)).expanduser(),
         ip=str(values["ip"]),
         port=int(values["port"]),  # type: ignore[call-overload]
-        expiretime=float(values["expiretime"]),  # type: ignore[arg-type]
-        alivetime=float(values["alivetime"]),  # type: ignore[arg-type]
+        expiretime=_optional_seconds(values["expiretime"]),
+        alivetime=_optional_seconds(values["alivetime"]),
+        cache_budget=values.get("cache_budget"),  # type: ignore[arg-type]
+        cache_min_free=values.get("cache_min_free"),  # type: ignore[arg-type]
         showbar=bool(values["showbar"]),
         quiet=bool(values["quiet"]),
         json=bool(values["as_json"]),
@@ -137,3 +139,7 @@ def build_settings(values: Mapping[str, object], explicit: set[str]) -> Settings
         console=bool(values["console"]),
         verbose=bool(values["verbose"]),
     )
+
+
+def _optional_seconds(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

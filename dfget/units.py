@@ -86,3 +86,12 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{sign}{int(minutes)}m{secs_text}s"
     return f"{sign}{secs_text}s"
+
+
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover

@@ -158,3 +158,19 @@ def peer_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError("no free port in 20000-65000")
+
+
+class FakeClock:
+    """Wall and monotonic time that move only when told: ``Clock(clock.wall, clock.monotonic)``."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds

@@ -176,8 +176,9 @@ def test_help_lists_every_v1_flag_with_units_and_defaults() -> None:
         "[default: 0]",  # -s: the sane default, documented
         "v1 silently capped at 20MB",
         "[default: 64KB]",
-        "[default: 3m0s]",
-        "[default: 5m0s]",
+        "[default: (unset: the cache budget decides)]",
+        "[default: (unset: up while serving)]",
+        "[default: (10%, at most 8GB)]",
         "[default: p2p]",
         "[default: 6;",
         "Units: RATE is bytes per second",
@@ -190,7 +191,7 @@ def test_help_lists_every_v1_flag_with_units_and_defaults() -> None:
     server = run_dfget(["server", "--help"]).stdout.decode()
     for flag in ("--data", "--home", "--ip", "--port", "--meta", "--expiretime", "--alivetime"):
         assert flag in server
-    assert "--verbose" in server and "[default: 3m0s]" in server
+    assert "--verbose" in server and "--cache-budget" in server and "--cache-min-free" in server
 
 
 # --- every flag, both spellings ------------------------------------------------------------------
@@ -277,6 +278,8 @@ def test_p2p_flags_reach_the_supernode(
         (["-e", "3x"], {}, "--timeout"),
         (["--expiretime", "-1s"], {}, "--expiretime"),
         (["--alivetime", "5 minutes"], {}, "--alivetime"),
+        (["--cache-budget", "150%"], {}, "--cache-budget"),
+        (["--cache-min-free", "lots"], {}, "--cache-min-free"),
         (["--port", "70000"], {}, "--port"),
         (["-p", "torrent"], {}, "--pattern"),
         (["--clientqueue", "x"], {}, "--clientqueue"),
@@ -613,6 +616,7 @@ def test_server_accepts_every_v1_flag(tmp_path: Path) -> None:
     [
         (["--expiretime", "soon"], "--expiretime"),
         (["--alivetime", "-5m"], "--alivetime"),
+        (["--cache-budget", "-3GB"], "--cache-budget"),
         (["--port", "70000"], "--port"),
     ],
 )

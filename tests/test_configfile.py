@@ -211,7 +211,8 @@ def settings_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Par
 def test_defaults(settings_of: Parse) -> None:
     s = settings_of()
     assert (s.locallimit, s.minrate, s.totallimit, s.clientqueue) == (0, 64 * 1024, 0, 6)
-    assert (s.timeout, s.expiretime, s.alivetime, s.port, s.ip) == (0, 180, 300, 0, "")
+    assert (s.timeout, s.expiretime, s.alivetime, s.port, s.ip) == (0, None, None, 0, "")
+    assert (s.cache_budget, str(s.cache_min_free)) == (None, "1GB")
     assert s.nodes == ()  # the download uses 127.0.0.1:8002
     assert s.home == Path.home() / ".small-dragonfly"
     assert s.output == Path("file.bin").absolute() and s.pattern == "p2p"

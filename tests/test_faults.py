@@ -461,7 +461,10 @@ def test_stale_meta_file_gets_a_new_server_without_hanging(
     if imposter is not None:  # asked once, not again under the spawn lock (each ask can wait 2 s)
         assert len(imposter.connections) == 1
     port = runs.server_port("h")
-    assert port != stale_port
+    if stale == "dead-port":  # free again: the supernode may still send peers there
+        assert port == stale_port
+    else:
+        assert port != stale_port
     (task_file,) = (runs.root / "h" / "data").glob("*.service")
     assert piece_status(port, task_file.name.removesuffix(".service")) == 206
 

@@ -158,7 +158,7 @@ def test_text_summary_names_holders_and_serving_time(
     out = result.stdout.decode()
     assert "download SUCCESS" in out
     assert "3 pieces: 3 from supernode CDN 127.0.0.1:" in out
-    assert "serving pieces on 127.0.0.1:" in out and "for 1m0s after their last use" in out
+    assert "serving pieces on 127.0.0.1:" in out and "for at most 1m0s after their last use" in out
 
 
 def test_go_style_dfdaemon_invocation(

@@ -96,15 +96,15 @@ def hub(hub_once: Hub) -> Hub:
 class NodePeers(Peers):
     """Peers that pull several blobs each: one --home (and peer server) per node name."""
 
-    def args(self, name: str, url: str, node: str, *extra: str) -> list[str]:
+    def args(self, name: str, url: str, node: str, *extra: str, timers: bool = True) -> list[str]:
         home = self.root / name
         if home not in self.homes:
             self.homes.append(home)
         digest = url.split("?")[0].rsplit("/", 1)[1]
         return [
             "-u", url, "-o", str(self.root / "out" / name / digest.replace(":", "-")),
-            "--node", node, "--home", str(home), "--ip", "127.0.0.1",
-            "--expiretime", "60s", "--alivetime", "60s", "--json", *extra,
+            "--node", node, "--home", str(home), "--ip", "127.0.0.1", "--json",
+            *(("--expiretime", "60s", "--alivetime", "60s") if timers else ()), *extra,
         ]  # fmt: skip
 
     def file(self, name: str, digest: str) -> Path:

@@ -108,20 +108,53 @@ def test_idle_server_exits_and_resets_the_meta_file(peer_server: StartServer) ->
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_signal_reports_service_down_and_cleans_up(
+def test_signal_reports_service_down_and_keeps_the_files(
     peer_server: StartServer, fake_supernode: FakeSupernode, signum: int
 ) -> None:
     server = peer_server()
     finished = server.add_task("done", b"y" * 100)
     server.finish("done", fake_supernode.address, TASK_ID, CID)
+    assert wait_until((server.data / "done.verified").exists, timeout=5)
     running = server.add_task("running", b"z" * 100)
     server.proc.send_signal(signum)
     assert server.wait_exit(timeout=10) == 0
     assert fake_supernode.wait_for(1, timeout=5) == [DOWN]
     assert server.meta_port() == 0
-    assert not finished.exists()
+    assert finished.exists()  # kept, with its record, for a restart
     assert running.exists()  # its download still owns it
     assert not (server.home / "meta" / "server.pid").exists()
+    assert not (server.home / "meta" / "cache.json").exists()
+
+
+def test_restarted_server_serves_what_it_can_prove_and_drops_the_rest(
+    peer_server: StartServer, fake_supernode: FakeSupernode
+) -> None:
+    first = peer_server()
+    content = random_bytes(9 * 1024 * 1024)  # three xxh3 blocks
+    kept = first.add_task("kept", content)
+    first.finish("kept", fake_supernode.address, TASK_ID, CID)
+    other_cid = "127.0.0.1-20161-1795914754.999"
+    tampered = first.add_task("tampered", content)
+    first.finish("tampered", fake_supernode.address, TASK_ID, other_cid)
+    for name in ("kept", "tampered"):
+        assert wait_until((first.data / f"{name}.verified").exists, timeout=5)
+    first.proc.send_signal(signal.SIGKILL)  # a crash: no service-down report goes out
+    first.wait_exit(timeout=10)
+    with open(tampered, "r+b") as fh:  # one byte in the last block, size and mtime kept
+        stat = os.fstat(fh.fileno())
+        fh.seek(len(content) - 1)
+        fh.write(b"\0" if content[-1:] != b"\0" else b"\1")
+    os.utime(tampered, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    second = peer_server(home=first.home)
+    assert wait_until(lambda: served(second, "kept") == 206, timeout=5)  # once proved
+    assert second.piece("kept", 0, P - 1, 0, P, Cdnsource="source").body == content[:P]
+    assert wait_until(lambda: served(second, "tampered") == 404, timeout=5)
+    assert fake_supernode.wait_for(1, timeout=5) == [
+        f"/peer/service/down?taskId={TASK_ID}&cid={other_cid}"
+    ]
+    assert kept.exists() and not tampered.exists()
+    assert not (second.data / "tampered.verified").exists()
 
 
 def test_changed_file_is_no_longer_served(

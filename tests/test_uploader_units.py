@@ -19,6 +19,7 @@ from dfget.uploader.ratelimit import grant
 from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader, is_local_caller
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
+from tests.helpers import FakeClock
 
 
 @pytest.fixture
@@ -27,10 +28,22 @@ def dropped() -> list[Task]:
 
 
 @pytest.fixture
-def store(tmp_path: Path, dropped: list[Task]) -> TaskStore:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, dropped: list[Task], clock: FakeClock) -> TaskStore:
     data = tmp_path / "data"
     data.mkdir()
-    return TaskStore(data, expiretime=10.0, stale_after=100.0, on_drop=dropped.append)
+    return TaskStore(
+        data, expiretime=10.0, stale_after=100.0, on_drop=dropped.append, clock=clock.wall
+    )
+
+
+def collect_at(store: TaskStore, clock: FakeClock, when: float) -> None:
+    clock.offset = when - time.time()
+    store.collect()
 
 
 def test_task_names() -> None:
@@ -52,15 +65,17 @@ def test_task_names() -> None:
         assert task_name(bad) is None, bad
 
 
-def test_finished_task_expires_after_last_access(store: TaskStore, dropped: list[Task]) -> None:
+def test_finished_task_expires_after_last_access(
+    store: TaskStore, dropped: list[Task], clock: FakeClock
+) -> None:
     path = store.data_dir / "t.service"
     path.write_bytes(b"data")
     os.utime(path, (0, 0))  # expiry counts from the later of mtime and last access
     store.register("t")
     assert store.finish("t", "id", "cid", "127.0.0.1:8002")
-    store.collect(now=time.time() + 5)
+    collect_at(store, clock, time.time() + 5)
     assert path.exists() and not dropped
-    store.collect(now=time.time() + 11)
+    collect_at(store, clock, time.time() + 11)
     assert not path.exists()
     assert [task.task_id for task in dropped] == ["id"]
     assert store.get("t") is None
@@ -73,29 +88,33 @@ def test_finish_without_file_drops_the_task(store: TaskStore, dropped: list[Task
     assert [task.name for task in dropped] == ["ghost"]  # the supernode must hear it
 
 
-def test_abandoned_unfinished_download_is_dropped(store: TaskStore, dropped: list[Task]) -> None:
+def test_abandoned_unfinished_download_is_dropped(
+    store: TaskStore, dropped: list[Task], clock: FakeClock
+) -> None:
     path = store.data_dir / "dead.service"
     path.write_bytes(b"partial")
     store.register("dead")
     now = time.time()
-    store.collect(now=now)  # first sight of the file
-    store.collect(now=now + 50)
+    collect_at(store, clock, now)  # first sight of the file
+    collect_at(store, clock, now + 50)
     assert path.exists()
     with open(path, "ab") as fh:  # still being written: the clock restarts
         fh.write(b"more")
-    store.collect(now=now + 90)
-    store.collect(now=now + 150)
+    collect_at(store, clock, now + 90)
+    collect_at(store, clock, now + 150)
     assert path.exists()
-    store.collect(now=now + 191)
+    collect_at(store, clock, now + 191)
     assert not path.exists() and store.get("dead") is None
     assert not dropped  # never finished: no supernode to tell
 
 
-def test_registration_without_file_is_forgotten_when_stale(store: TaskStore) -> None:
+def test_registration_without_file_is_forgotten_when_stale(
+    store: TaskStore, clock: FakeClock
+) -> None:
     store.register("never-written")
-    store.collect(now=time.time() + 50)
+    collect_at(store, clock, time.time() + 50)
     assert store.get("never-written") is not None
-    store.collect(now=time.time() + 101)
+    collect_at(store, clock, time.time() + 101)
     assert store.get("never-written") is None
 
 

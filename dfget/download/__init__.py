@@ -464,6 +464,8 @@ def _join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> _
             port=settings.port,
             expiretime=settings.expiretime,
             alivetime=settings.alivetime,
+            cache_budget=settings.cache_budget,
+            cache_min_free=settings.cache_min_free,
             totallimit=settings.totallimit,
             verbose=settings.verbose,
             task_file_name=identity.task_file_name,
@@ -557,10 +559,10 @@ def _announce(settings: Settings, peer: _Peer | None, p2p: P2PDownload, outcome:
         supernode,
     ):
         address = f"[{peer.identity.ip}]" if ":" in peer.identity.ip else peer.identity.ip
-        outcome.serving = (
-            f"serving pieces on {address}:{peer.server_port} for "
-            f"{format_duration(settings.expiretime)} after their last use "
-            f"(peer server exits after {format_duration(settings.alivetime)} idle)"
+        outcome.serving = f"serving pieces on {address}:{peer.server_port} " + (
+            f"for at most {format_duration(settings.expiretime)} after their last use"
+            if settings.expiretime
+            else "while they fit the cache budget (least recently used dropped first)"
         )
 
 

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from dfget.units import human_bytes
+
 PEER = "peer"
 CDN = "cdn"
 SOURCE = "source"
@@ -31,21 +33,13 @@ class HolderStats:
         return self.kind
 
 
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"  # pragma: no cover
-
-
 @dataclass
 class Accounting:
     """Thread-safe tally of bytes, pieces and time per holder, plus why the source was used."""
 
     holders: dict[tuple[str, str], HolderStats] = field(default_factory=dict)
     source_reasons: list[str] = field(default_factory=list)
+    assigned_to_source: int = 0  # pieces the supernode sent to the source (source pattern)
     trace: Any = None  # a dfget.download.trace.Trace when --trace is given
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,6 +88,31 @@ class Accounting:
             if reason not in self.source_reasons:
                 self.source_reasons.append(reason)
 
+    def source_assigned(self) -> None:
+        """The supernode sent a piece to the source (v1's source pattern does so for pieces
+        no peer has stored yet, or whose holders are busy)."""
+        with self._lock:
+            self.assigned_to_source += 1
+
+    def other_peers(self) -> int:
+        """How many peers the supernode named for pieces of this task."""
+        with self._lock:
+            return len({s.cid or s.address for s in self.holders.values() if s.kind == PEER})
+
+    def reasons(self) -> list[str]:
+        """Why the source was used, in the terms an operator needs."""
+        reasons = list(self.source_reasons)
+        if self.assigned_to_source:
+            peers = self.other_peers()
+            count = f"the supernode sent {self.assigned_to_source} piece(s) to the source"
+            reasons.append(
+                f"{count} although {peers} other peer(s) held pieces of this task (v1 sends "
+                "pieces no peer has stored yet, or whose holders are busy, to the source)"
+                if peers
+                else f"{count}: no other peer held pieces of this task yet"
+            )
+        return reasons
+
     def bytes_by_kind(self) -> dict[str, int]:
         totals = {PEER: 0, CDN: 0, SOURCE: 0, RESUMED: 0}
         for stats in self.holders.values():
@@ -108,8 +127,9 @@ class Accounting:
         total = sum(s.pieces for s in used)
         parts = [f"{s.pieces} from {s.label} ({human_bytes(s.bytes)})" for s in used]
         line = f"{total} pieces: " + ", ".join(parts) if parts else "0 pieces"
-        if self.source_reasons and any(s.kind == SOURCE and s.pieces for s in used):
-            line += "; source used because " + "; ".join(self.source_reasons)
+        reasons = self.reasons()
+        if reasons and any(s.kind == SOURCE and s.pieces for s in used):
+            line += "; source used because " + "; ".join(reasons)
         return line
 
     def as_json(self) -> list[dict[str, object]]:

@@ -639,7 +639,7 @@ class P2PDownload:
                 result.seconds * 1000,
             )
             if result.kind == SOURCE:
-                self.accounting.why_source("the supernode assigned the piece to the source")
+                self.accounting.source_assigned()
             else:
                 self.delivered.append(
                     Delivery(result.start, result.end, result.kind, result.holder, task)

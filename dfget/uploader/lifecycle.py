@@ -1,11 +1,14 @@
 """The life of a ``dfget server`` process (spec §4.1, §4.5), done more carefully than v1.
 
 Start: bind (adopting a live peer server on a fixed port), record the port in the meta file and
-the pid beside it, then print the one line the spawning dfget waits for. Run: the HTTP server
-on a thread; the main thread collects expired tasks and watches for idleness and signals.
-Signals are blocked in every thread and taken with ``sigtimedwait``, so shutdown always runs in
-plain code, never inside a handler that interrupted a lock. Stop: stop listening, reset the meta
-port (if it is still ours), delete finished files and report them down with a bounded wait.
+the pid beside it, then print the one line the spawning dfget waits for; files kept from an
+earlier run are served again once every block matches its record. Run: the HTTP server on a
+thread; the main thread collects garbage, keeps the cache within its budget and watches for
+idleness and signals. The server stays up while it serves anything; with ``--alivetime`` set
+it exits after that long without uploads anyway (v1's rule, as an upper bound). Signals are
+blocked in every thread and taken with ``sigtimedwait``, so shutdown always runs in plain
+code, never inside a handler that interrupted a lock. Stop: stop listening, reset the meta port
+(if it is still ours), report served files down with a bounded wait, keep them for a restart.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import signal
 import socket
 import sys
 import threading
-import time
 
 from dfget import logs
 from dfget.units import format_duration
-from dfget.uploader import meta, ports
+from dfget.uploader import meta, ports, status
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.report import DownReporter
 from dfget.uploader.server import UploaderServer
@@ -32,6 +34,7 @@ SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 REPORT_GRACE = 3.0  # seconds shutdown waits for service-down reports
 MAX_GC_PERIOD = 15.0
 MIN_GC_PERIOD = 0.2
+IDLE_EXIT = 300.0  # with nothing to serve and no --alivetime, exit after this long idle
 
 
 def serve(options: ServerOptions) -> int:
@@ -48,9 +51,9 @@ def serve(options: ServerOptions) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
-def gc_period(expiretime: float) -> float:
+def gc_period(expiretime: float | None) -> float:
     """How often expiry is checked: often enough for short expiry times, never busy."""
-    if expiretime <= 0:
+    if not expiretime or expiretime <= 0:
         return MAX_GC_PERIOD
     return max(MIN_GC_PERIOD, min(MAX_GC_PERIOD, expiretime / 4))
 
@@ -82,51 +85,78 @@ def _run(options: ServerOptions) -> int:
     except OSError as exc:
         log.error("cannot record the port in %s: %s", options.meta_file, exc)
     log.info(
-        "peer server %s listening on %s:%d, data %s, expire %s, alive %s",
+        "peer server %s listening on %s:%d, data %s, cache %s, expire %s, alive %s",
         os.getpid(),
         host or "*",
         port,
         uploader.data_dir,
-        format_duration(options.expiretime),
-        format_duration(options.alivetime),
+        options.policy.describe(),
+        _bound(options.expiretime),
+        _bound(options.alivetime, "while serving"),
     )
     _announce(port)
+    uploader.port, uploader.status_dir = port, meta_dir
+    restored, dropped = uploader.store.restore()
+    if restored or dropped:
+        log.info("kept files: %d served again, %d could not be proved and were deleted",
+                 restored, dropped)  # fmt: skip
     log.info("shutting down: %s", _wait_for_end(uploader, options))
     # Stop listening before giving up the meta file: a dfget that still finds our port there
     # must fail its /check/ and start a new server, not register with one about to exit.
     server.shutdown()
     server.server_close()
     meta.clear_port(options.meta_file, port)
-    uploader.store.drop_finished()
+    uploader.store.release_finished()
+    (meta_dir / status.STATUS_FILE).unlink(missing_ok=True)
     reporter.close(REPORT_GRACE)
     meta.remove_pid(meta_dir)
     log.info("peer server stopped")
     return 0
 
 
+def exit_reason(uploader: Uploader, options: ServerOptions) -> str | None:
+    """Why the server should exit now, or None. With ``--alivetime`` (> 0): that long without
+    upload activity. Without: never while it serves a file, else after IDLE_EXIT idle."""
+    idle = uploader.idle_for()
+    if options.alivetime is not None:
+        if 0 < options.alivetime <= idle:
+            return f"no upload activity for {format_duration(options.alivetime)}"
+        return None
+    if idle >= IDLE_EXIT and not uploader.store.tasks():
+        return f"nothing to serve for {format_duration(IDLE_EXIT)}"
+    return None
+
+
 def _wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
-    """Collect garbage periodically until a signal arrives or the server has been idle for
-    ``alivetime``; returns why it ended."""
+    """Run the housekeeping periodically until a signal arrives or :func:`exit_reason`
+    says so; returns why it ended."""
     period = gc_period(options.expiretime)
-    alivetime = options.alivetime
+    clock = uploader.clock
     next_gc = 0.0
     while True:
-        now = time.monotonic()
+        now = clock.monotonic()
         if now >= next_gc:
             try:
-                uploader.store.collect()
+                uploader.housekeep()
             except Exception:  # a collector bug must not take the uploads down
                 log.exception("garbage collection failed")
             next_gc = now + period
-        idle = uploader.idle_for()
-        if alivetime > 0 and idle >= alivetime:
-            return f"no upload activity for {format_duration(alivetime)}"
-        wait = next_gc - time.monotonic()
-        if alivetime > 0:
-            wait = min(wait, alivetime - idle)
+        reason = exit_reason(uploader, options)
+        if reason is not None:
+            return reason
+        wait = min(next_gc - clock.monotonic(), _until_idle_exit(uploader, options))
         info = signal.sigtimedwait(SIGNALS, max(wait, 0.01))
         if info is not None:
             return f"received {signal.Signals(info.si_signo).name}"
+
+
+def _until_idle_exit(uploader: Uploader, options: ServerOptions) -> float:
+    alivetime = options.alivetime if options.alivetime is not None else IDLE_EXIT
+    return alivetime - uploader.idle_for() if alivetime > 0 else MAX_GC_PERIOD
+
+
+def _bound(seconds: float | None, unset: str = "by the cache budget") -> str:
+    return format_duration(seconds) if seconds else ("never" if seconds == 0 else unset)
 
 
 def _inherited_listener(fd: int) -> socket.socket:

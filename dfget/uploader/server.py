@@ -169,9 +169,13 @@ class UploaderHandler(Handler):
             # point our service-down reports at any address.
             self.reply(403, "forbidden")
             return
-        if not self.server.uploader.store.finish(name, task_id, cid, query.get("superNode", "")):
+        uploader = self.server.uploader
+        if not uploader.store.finish(name, task_id, cid, query.get("superNode", "")):
             log.warning("finished task %s has no service file; it will not be served", name)
-        self.reply(200, OK)
+            self.reply(200, OK)
+            return
+        self.reply(200, OK)  # the download need not wait for the hashing
+        uploader.finished(name)
 
     def _single(self, name: str) -> str:
         """A header that must come once: a repeated one is ambiguous, so it counts as invalid

@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from dfget.ratelimit import TokenBucket
-from dfget.uploader import ratelimit
+from dfget.uploader import ratelimit, status
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.store import Task, TaskStore
 
@@ -25,22 +26,61 @@ MAX_UPLOADS = 64  # concurrent piece uploads; more requests wait for a slot
 MIN_STALE_AFTER = 600.0  # an unfinished download idle this long is considered dead
 
 
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Where the peer server reads the time; tests move a fake one instead of sleeping."""
+
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
 class Uploader:
-    def __init__(self, options: ServerOptions, on_drop: Callable[[Task], None]) -> None:
+    def __init__(
+        self, options: ServerOptions, on_drop: Callable[[Task], None], clock: Clock = Clock()
+    ) -> None:
         self.home = options.home.resolve()
         self.data_dir = options.data_dir.resolve()
+        self.clock = clock
         self.store = TaskStore(
             self.data_dir,
             expiretime=options.expiretime,
-            stale_after=max(options.expiretime, MIN_STALE_AFTER),
+            stale_after=max(options.expiretime or 0.0, MIN_STALE_AFTER),
             on_drop=on_drop,
+            policy=options.policy,
+            clock=clock.wall,
         )
         self.bucket: TokenBucket | None = None
         self.set_total_limit(options.totallimit)
         self._slots = threading.BoundedSemaphore(MAX_UPLOADS)
         self._lock = threading.Lock()
         self._active = 0
-        self._last_activity = time.monotonic()
+        self._last_activity = clock.monotonic()
+        self.port = 0  # set once listening; with status_dir, for the status file
+        self.status_dir: Path | None = None
+
+    def housekeep(self) -> None:
+        """One collection pass (the server's main loop runs it periodically), then the status
+        operators read."""
+        self.store.collect()
+        self.publish_status()
+
+    def finished(self, name: str) -> None:
+        """After a download finished: its restart record, the budget, the status."""
+        self.store.record(name)
+        self.store.enforce_budget()
+        self.publish_status()
+
+    def publish_status(self) -> None:
+        if self.status_dir is None:
+            return
+        try:
+            limits = self.store.policy.limits(self.data_dir)
+        except OSError:
+            limits = None
+        try:
+            status.write(self.status_dir, self.store, limits, self.port)
+        except OSError as exc:
+            log.warning("cannot write the cache status in %s: %s", self.status_dir, exc)
 
     @property
     def total_limit(self) -> int:
@@ -81,7 +121,7 @@ class Uploader:
 
     def touch(self) -> None:
         """Record activity that keeps the server alive (pieces, ``/rate/``, ``/check/``)."""
-        self._last_activity = time.monotonic()
+        self._last_activity = self.clock.monotonic()
 
     @contextlib.contextmanager
     def uploading(self) -> Iterator[None]:
@@ -94,11 +134,11 @@ class Uploader:
         finally:
             with self._lock:
                 self._active -= 1
-                self._last_activity = time.monotonic()
+                self._last_activity = self.clock.monotonic()
 
     def idle_for(self) -> float:
         with self._lock:
-            return 0.0 if self._active else time.monotonic() - self._last_activity
+            return 0.0 if self._active else self.clock.monotonic() - self._last_activity
 
 
 def is_local_caller(peer: str, local: str) -> bool:

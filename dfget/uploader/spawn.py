@@ -29,6 +29,7 @@ import dfget
 from dfget.listener import listen
 from dfget.units import format_duration
 from dfget.uploader import client, meta, ports
+from dfget.uploader.cache import Amount
 
 log = logging.getLogger("dfget.uploader.spawn")
 
@@ -48,11 +49,13 @@ class ServerStart:
         *,
         ip: str,
         port: int,
-        expiretime: float,
-        alivetime: float,
-        totallimit: int,
-        verbose: bool,
         task_file_name: str,
+        totallimit: int = 0,
+        verbose: bool = False,
+        expiretime: float | None = None,
+        alivetime: float | None = None,
+        cache_budget: Amount | None = None,
+        cache_min_free: Amount | None = None,
     ) -> None:
         home = home.absolute()  # the server runs from "/"
         self.ip = ip
@@ -68,10 +71,17 @@ class ServerStart:
             "--meta", str(self.meta_file),
             "--data", str(self.data_dir),
             "--home", str(home),
-            "--expiretime", format_duration(expiretime),
-            "--alivetime", format_duration(alivetime),
             "--totallimit", str(totallimit),
         ]  # fmt: skip
+        # Only what the user set: the server's own defaults are the budget rule.
+        for flag, value in (
+            ("--expiretime", None if expiretime is None else format_duration(expiretime)),
+            ("--alivetime", None if alivetime is None else format_duration(alivetime)),
+            ("--cache-budget", None if cache_budget is None else str(cache_budget)),
+            ("--cache-min-free", None if cache_min_free is None else str(cache_min_free)),
+        ):
+            if value is not None:
+                self.args += [flag, value]
         if verbose:
             self.args.append("--verbose")
         self._port = 0
@@ -129,7 +139,7 @@ class ServerStart:
                 self._publish(found)
                 return True
             host = self.ip.strip("[]")
-            listener, port = ports.bind(host, self.requested_port, lambda p: listen(host, p))
+            listener, port = self._bind(host, failed)
             self._publish(port)
             if listener is None:  # a peer server already listens on the fixed port: adopt it
                 return self._check(port)
@@ -145,6 +155,17 @@ class ServerStart:
                 return True
             log.warning("the new peer server on port %d does not answer /check/", port)
             return False
+
+    def _bind(self, host: str, recorded: int) -> tuple[socket.socket | None, int]:
+        """Bind the requested port; without one, the recorded port of a server that is gone
+        if it is free (after a crash the supernode still sends peers there, and the new server
+        serves them the files it kept), else an automatic one."""
+        if not self.requested_port and recorded:
+            try:
+                return listen(host, recorded), recorded
+            except OSError:
+                pass
+        return ports.bind(host, self.requested_port, lambda p: listen(host, p))
 
 
 def _secret_variable(name: str) -> bool:

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from dfget.uploader import records
+from dfget.uploader.cache import CachedFile, CachePolicy, evictions
 from dfget.uploader.pending import PENDING_SUFFIX
+from dfget.uploader.records import RECORD_SUFFIX, Record
 
 log = logging.getLogger("dfget.uploader")
 
@@ -82,6 +85,7 @@ class Task:
     requested_rate: int = 0
     observed: Fingerprint | None = None  # unfinished: the file as last seen by the collector
     observed_at: float = 0.0
+    recorded_use: float = 0.0  # the last use its restart record holds (0: no record yet)
 
     @property
     def path(self) -> Path:
@@ -99,19 +103,28 @@ class Unservable(Exception):
 
 class TaskStore:
     """Thread-safe registry of tasks; ``on_drop`` is told about every finished task dropped
-    (the supernode must hear that this peer no longer holds it)."""
+    (the supernode must hear that this peer no longer holds it).
+
+    Finished files stay while they fit ``policy`` (least recently used dropped first); with an
+    ``expiretime`` (> 0) also at most that long after their last use. ``clock`` gives wall-clock
+    seconds (tests move it).
+    """
 
     def __init__(
         self,
         data_dir: Path,
         *,
-        expiretime: float,
+        expiretime: float | None,
         stale_after: float,
         on_drop: Callable[[Task], None],
+        policy: CachePolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = data_dir.resolve()
-        self.expiretime = expiretime
+        self.expiretime = expiretime or 0.0
         self.stale_after = stale_after
+        self.policy = policy or CachePolicy()
+        self.clock = clock
         self._on_drop = on_drop
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
@@ -130,8 +143,9 @@ class TaskStore:
 
     def finish(self, name: str, task_id: str, cid: str, supernode: str) -> bool:
         """Mark a task finished and pin its file's fingerprint; False if there is no file
-        (the task is then dropped by the next collection)."""
-        now = time.time()
+        (the task is then dropped by the next collection). :meth:`record` then makes it
+        survive a restart."""
+        now = self.clock()
         with self._lock:
             task = self._register_locked(name, None)
             if task is None:
@@ -181,7 +195,7 @@ class TaskStore:
             with self._lock:
                 changed = task.finished and Fingerprint.of(st) != task.fingerprint
                 if not changed:
-                    task.last_access = time.time()
+                    task.last_access = self.clock()
             if changed:
                 self.drop(task, "its service file changed after it was verified")
                 raise Unservable(404, "file not found")
@@ -190,10 +204,11 @@ class TaskStore:
             raise
         return fd, st.st_size
 
-    def collect(self, now: float | None = None) -> None:
+    def collect(self) -> None:
         """One garbage-collection pass: expire finished files, forget vanished ones, drop
-        abandoned downloads and stale orphan service files."""
-        now = time.time() if now is None else now
+        abandoned downloads and stale orphan files, keep the cache within its budget, and
+        write last uses into the restart records."""
+        now = self.clock()
         with self._lock:
             tasks = list(self._tasks.values())
         for task in tasks:
@@ -202,27 +217,149 @@ class TaskStore:
                 reason, unlink = verdict
                 self.drop(task, reason, unlink=unlink)
         self._sweep_orphans(now)
+        self.enforce_budget()
+        self._save_last_uses()
 
-    def drop_finished(self) -> None:
-        """Stop serving every finished task and delete its file (shutdown)."""
+    def enforce_budget(self) -> None:
+        """Drop least recently used finished files while the budget or free space needs it."""
+        try:
+            limits = self.policy.limits(self.data_dir)
+        except OSError as exc:
+            log.warning("cannot read the free space of %s: %s", self.data_dir, exc)
+            return
+        tasks, files = {}, []
+        for task in self.finished_tasks():
+            try:
+                st = os.stat(task.path, follow_symlinks=False)
+            except OSError:
+                continue  # the next collection forgets it
+            tasks[task.name] = task
+            files.append(CachedFile(task.name, st.st_size, task.last_access, st.st_nlink == 1))
+        for victim, why in evictions(files, limits):
+            self.drop(tasks[victim.name], why)
+
+    def finished_tasks(self) -> list[Task]:
+        """The finished tasks, least recently used first."""
         with self._lock:
-            finished = [task for task in self._tasks.values() if task.finished]
-        for task in finished:
-            self.drop(task, "the server is shutting down")
+            tasks = [task for task in self._tasks.values() if task.finished]
+        return sorted(tasks, key=lambda task: (task.last_access, task.name))
+
+    def tasks(self) -> list[Task]:
+        with self._lock:
+            return list(self._tasks.values())
+
+    def record(self, name: str) -> bool:
+        """Write the restart record of a finished task: an xxh3 of each block, taken while
+        the file still has the fingerprint pinned at finish. False (logged) when it cannot."""
+        task = self._tasks.get(name)
+        if task is None or task.fingerprint is None:
+            return False
+        try:
+            fd = os.open(task.path, _OPEN_FLAGS)
+        except OSError as exc:
+            log.warning("cannot record %s for a restart: %s", name, exc)
+            return False
+        try:
+            before = Fingerprint.of(os.fstat(fd))
+            digests = records.block_digests(fd, before.size)
+            after = Fingerprint.of(os.fstat(fd))
+        except OSError as exc:
+            log.warning("cannot record %s for a restart: %s", name, exc)
+            return False
+        finally:
+            os.close(fd)
+        if not before == after == task.fingerprint:
+            log.warning("not recording %s: it changed after it was verified", name)
+            return False
+        record = Record(before.size, digests, task.task_id, task.cid, task.supernode)
+        try:
+            records.write(task.data_dir, name, record, task.last_access)
+        except OSError as exc:
+            log.warning("cannot record %s for a restart: %s", name, exc)
+            return False
+        task.recorded_use = task.last_access
+        return True
+
+    def restore(self) -> tuple[int, int]:
+        """Serve again the recorded files of the data dir whose every block still matches
+        its xxh3 (after a restart); delete the others and report them down. Returns how many
+        were restored and how many dropped."""
+        restored = dropped = 0
+        for name in records.recorded_names(self.data_dir):
+            if task_name(name) is None or name in self._tasks:
+                continue
+            found = records.read(self.data_dir, name)
+            task = Task(name, self.data_dir, registered=0.0, last_access=0.0, finished=True)
+            if found is not None:
+                record, last_use = found
+                task.task_id, task.cid, task.supernode = (
+                    record.task_id,
+                    record.cid,
+                    record.supernode,
+                )
+                task.last_access = task.recorded_use = last_use
+                task.fingerprint = self._prove(task, record)
+            with self._lock:
+                self._tasks[name] = task
+            if task.fingerprint is None:
+                self.drop(task, "its restart record does not match the file")
+                dropped += 1
+            else:
+                log.info("serving %s again: every block matches its record", name)
+                restored += 1
+        return restored, dropped
+
+    def release_finished(self) -> None:
+        """Stop serving every finished task (shutdown): the supernode hears it, the files and
+        their records stay for a restart."""
+        for task in self.finished_tasks():
+            with self._lock:
+                if self._tasks.pop(task.name, None) is not task:
+                    continue
+            records.touch(task.data_dir, task.name, task.last_access)
+            log.info(
+                "stopped serving %s: the server is shutting down (kept for a restart)", task.name
+            )
+            self._on_drop(task)
 
     def drop(self, task: Task, reason: str, *, unlink: bool = True) -> None:
         with self._lock:
             if self._tasks.get(task.name) is not task:
                 return  # dropped concurrently
             del self._tasks[task.name]
-        _unlink_task_files(task, *((SERVICE_SUFFIX,) if unlink else ()), PENDING_SUFFIX)
+        suffixes = (SERVICE_SUFFIX,) if unlink else ()
+        _unlink_task_files(task, *suffixes, RECORD_SUFFIX, PENDING_SUFFIX)
         log.info("stopped serving %s: %s", task.name, reason)
         if task.finished:
             self._on_drop(task)
 
+    def _prove(self, task: Task, record: Record) -> Fingerprint | None:
+        try:
+            fd = os.open(task.path, _OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
+                return None
+            if records.block_digests(fd, record.size) != record.digests:
+                return None
+            after = os.fstat(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return Fingerprint.of(after) if Fingerprint.of(st) == Fingerprint.of(after) else None
+
+    def _save_last_uses(self) -> None:
+        for task in self.finished_tasks():
+            if task.recorded_use and task.last_access > task.recorded_use:
+                records.touch(task.data_dir, task.name, task.last_access)
+                task.recorded_use = task.last_access
+
     def _register_locked(self, name: str, data_dir: Path | None) -> Task | None:
         task = self._tasks.get(name)
-        now = time.time()
+        now = self.clock()
         if task is None:
             if len(self._tasks) >= MAX_TASKS:
                 return None
@@ -262,24 +399,32 @@ class TaskStore:
             return None
 
     def _sweep_orphans(self, now: float) -> None:
-        """Delete service files no task owns once they are stale (e.g. left by a server that
-        was killed). Unlike v1 nothing recent is touched: a running download may belong to a
-        server that restarted. Only ``*.service`` entries, never directories."""
+        """Delete service files and restart records no task owns once they are stale (e.g.
+        left by a server that was killed). Unlike v1 nothing recent is touched: a running
+        download may belong to a server that restarted. Never directories."""
         try:
             entries = list(os.scandir(self.data_dir))
         except OSError:
             return
         for entry in entries:
-            name = entry.name.removesuffix(SERVICE_SUFFIX)
-            if name == entry.name or name in self._tasks:
+            name = _owner(entry.name)
+            if name is None or name in self._tasks:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode) and now - st.st_mtime > self.stale_after:
                     os.unlink(entry.path)
-                    log.info("deleted orphan service file %s", entry.name)
+                    log.info("deleted orphan file %s", entry.name)
             except OSError:
                 continue
+
+
+def _owner(entry: str) -> str | None:
+    """The task name a service file or restart record belongs to; None for other entries."""
+    for suffix in (SERVICE_SUFFIX, RECORD_SUFFIX):
+        if entry.endswith(suffix) and not entry.startswith("."):
+            return entry.removesuffix(suffix)
+    return None
 
 
 def _opened_inside(fd: int, data_dir: Path) -> bool:
