@@ -623,14 +623,14 @@ def cache(home: Path, meta: Path | None, as_json: bool) -> None:
     """List what this host's peer server serves: sizes, last use, what is dropped next."""
     import json
 
-    from dfget.uploader import status
+    from dfget.uploader import records, status
 
-    meta_dir = (meta or Path(home).expanduser() / "meta" / "host.meta").parent
-    current = status.read(meta_dir)
+    home = Path(home).expanduser()
+    current = status.read((meta or home / "meta" / "host.meta").parent)
     if as_json:
         click.echo(json.dumps(current, indent=1))
     else:
-        click.echo(status.render(current))
+        click.echo(status.render(current, kept=len(records.recorded_names(home / "data"))))
 
 
 @cli.command("gen-doc", hidden=True)

@@ -121,6 +121,9 @@ def test_budget_of_two_and_a_half_files_keeps_the_two_most_recent(
         listed.append(served_names(home))
     first, second, third = (names[-1] for names in listed)
     assert listed[2] == [second, third], listed  # the least recently used one went
+    text = run_dfget(["cache", "--home", str(home)], timeout=30).stdout.decode()
+    assert "serving 2 file(s), 8.0 MiB of a 10.0 MiB budget" in text, text
+    assert f"{second}  <- dropped next" in text and f"{third}\n" in text
     assert sorted(p.name for p in (home / "data").iterdir()) == sorted(
         f"{name}{suffix}" for name in (second, third) for suffix in (".service", ".verified")
     )

@@ -19,7 +19,7 @@ from dfget.listener import listen
 from dfget.uploader import client, meta
 from dfget.uploader.spawn import ServerStart
 from tests.conftest import FakeSupernode, PeerServer, launch_peer_server, read_first_line
-from tests.helpers import random_bytes, start_dfget, stop_process
+from tests.helpers import random_bytes, run_dfget, start_dfget, stop_process
 
 P = 4 * 1024 * 1024
 TASK_ID = "24880c54b89402eb273a93e83dafea4c549702070504bec0bc96a1a0bc9cc25c"
@@ -124,6 +124,8 @@ def test_signal_reports_service_down_and_keeps_the_files(
     assert running.exists()  # its download still owns it
     assert not (server.home / "meta" / "server.pid").exists()
     assert not (server.home / "meta" / "cache.json").exists()
+    status = run_dfget(["cache", "--home", str(server.home)], timeout=30).stdout.decode()
+    assert "no peer server is running" in status and "1 verified file(s) are kept" in status
 
 
 def test_restarted_server_serves_what_it_can_prove_and_drops_the_rest(

@@ -68,10 +68,14 @@ def read(meta_dir: Path) -> dict[str, Any] | None:
     return status if _server_runs(pid) else None
 
 
-def render(status: dict[str, Any] | None, now: float | None = None) -> str:
-    """The status as an operator reads it."""
+def render(status: dict[str, Any] | None, kept: int = 0, now: float | None = None) -> str:
+    """The status as an operator reads it; ``kept``: recorded files on disk (when no server
+    runs, the next one proves and serves them again)."""
     if status is None:
-        return "no peer server is running for this home: nothing is served"
+        line = "no peer server is running for this home: nothing is served"
+        if kept:
+            line += f"; {kept} verified file(s) are kept for the next one to prove and serve"
+        return line
     now = time.time() if now is None else now
     lines = [
         f"peer server pid {status['pid']} on port {status['port']}: serving "
