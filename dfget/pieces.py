@@ -183,6 +183,16 @@ def wrapped_request_slice(rng: PieceRange, piece_num: int, file_size: int) -> Se
     return ServedSlice(raw_start, data_len)
 
 
+def servable_piece_request(piece_size: int, rng: PieceRange, wrapped: bool) -> bool:
+    """Whether a peer server answers this piece request: a piece size of at most v1's 15 MiB
+    (wrapped: whole MiB, the frame head holds it above the 24-bit data length, anything else
+    makes the head ambiguous) and a range of at most one piece, so no request can make the
+    server read or compress more than a piece."""
+    if not 0 < piece_size <= MAX_PIECE_SIZE or rng.length > piece_size:
+        return False
+    return not wrapped or piece_size % MiB == 0
+
+
 def raw_request_slice(rng: PieceRange, file_size: int) -> ServedSlice:
     """Map a raw (``cdnSource: source``) range request onto the service file."""
     if rng.start >= file_size:

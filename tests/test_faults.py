@@ -521,8 +521,8 @@ def test_64_concurrent_downloaders_are_all_served_without_leaks(
     """Each downloader fetches every piece of a file over one keep-alive connection and checks
     it byte for byte; every eighth hangs up in the middle of a piece. Afterwards the server
     holds as many descriptors and threads as before."""
-    piece_size = 256 * 1024
-    data = random_bytes(MiB + 1234, seed=61)
+    piece_size = MiB  # the smallest wrapped piece size whose frame head is unambiguous
+    data = random_bytes(4 * MiB + 1234, seed=61)
     server = peer_server()
     server.add_task("many", data)
     pid = server.proc.pid

@@ -56,12 +56,14 @@ from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import (
     DFGET,
     open_fds,
+    peak_rss,
     random_bytes,
     raw_http,
     run_dfget,
     settle,
     thread_count,
 )
+from tests.netns import run_in_private_network
 from tests.origin import Origin
 from tests.scripted_supernode import ScriptedSupernode
 
@@ -873,3 +875,83 @@ def test_a_path_that_would_inject_into_request_lines_is_refused(
     assert (tmp_path / "out").read_bytes() == data
     assert not any("evil" in r.path.lower() for r in sn.requests)
     assert all(not path.startswith("/b") for path in (r.path for r in sn.requests))
+
+
+REMOTE_CALLER = r"""
+import http.client, json, subprocess, sys
+from tests.conftest import read_first_line
+from tests.netns import REMOTE_IP, SERVER_IP
+
+home = sys.argv[1]
+proc = subprocess.Popen([sys.executable, "-m", "dfget", "server", "--ip", SERVER_IP, "--home",
+                         home], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+port = int(read_first_line(proc).rsplit(" ", 1)[1])
+
+def status(source, target, headers={}):
+    conn = http.client.HTTPConnection(SERVER_IP, port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", target, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+calls = {
+    "check": ("/check/file-1-2.3", {"Datadir": home + "/data", "Totallimit": "1"}),
+    "rate": ("/rate/file-1-2.3", {"Ratelimit": "1"}),
+    "finish": ("/client/finish?taskFileName=file-1-2.3&taskID=" + "a" * 64
+               + "&cid=c&superNode=10.77.0.1:8002", {}),
+    "ping": ("/server/ping", {}),
+}
+result = {f"{who} {name}": status(ip, *call)
+          for who, ip in (("remote", REMOTE_IP), ("local", SERVER_IP))
+          for name, call in calls.items()}
+proc.terminate()
+proc.wait(10)
+print(json.dumps(result))
+"""
+
+
+def test_only_this_host_registers_throttles_or_finishes_downloads(tmp_path: Path) -> None:
+    """v1 lets any host call /check/ (10,000 bogus tasks fill the table), /rate/ (a download
+    throttled to 1 B/s) and /client/finish (service-down reports aimed anywhere)."""
+    statuses = run_in_private_network(REMOTE_CALLER, str(tmp_path / "home"))
+    assert statuses == {
+        "remote check": 403,
+        "remote rate": 403,
+        "remote finish": 403,
+        "remote ping": 200,
+        "local check": 200,
+        "local rate": 200,
+        "local finish": 200,
+        "local ping": 200,
+    }
+
+
+def test_a_piece_request_never_makes_the_server_hold_more_than_a_piece(
+    peer_server: Callable[..., PeerServer],
+) -> None:
+    """Raw or zstd, a range longer than its piece is refused; 16 concurrent zstd answers of
+    15 MiB pieces keep the server's memory near two frames (it compresses a chunk at a time,
+    at most two pieces at once)."""
+    server = peer_server()
+    size = 15 * MiB
+    server.add_task("big", bytes(8 * size))  # zeros: every piece compresses
+    zstd = {"Accept-Encoding": "zstd"}
+    for raw in ({}, {"Cdnsource": "source"}):
+        too_long = server.piece("big", 0, 8 * size - 1, 0, size, **zstd, **raw)
+        assert too_long.status == 400, raw
+    assert server.piece("big", 0, P - 1, 0, P + 1, **zstd).status == 400  # not whole MiB
+    assert server.piece("big", 0, 16 * MiB - 1, 0, 16 * MiB, **zstd).status == 400  # > 15 MiB
+    before = peak_rss(server.proc.pid)
+
+    def fetch(k: int) -> int:
+        start = (k % 8) * size
+        reply = server.piece("big", start, start + size - 1, k % 8, size, **zstd)
+        assert reply.status == 206 and reply.header("Content-Encoding") == "zstd"
+        return len(reply.body)
+
+    with ThreadPoolExecutor(16) as pool:
+        assert all(length < size // 100 for length in pool.map(fetch, range(16)))
+    grown = peak_rss(server.proc.pid) - before
+    print(f"peer server peak RSS grew {grown / MiB:.1f} MiB for 16 concurrent 15 MiB zstd pieces")
+    assert grown < 32 * MiB  # was 139 MiB when each answer read its whole piece

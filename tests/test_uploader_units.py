@@ -204,14 +204,13 @@ def test_data_dir_choice(tmp_path: Path) -> None:
     uploader = Uploader(ServerOptions(home=home), on_drop=lambda task: None)
     data = (home / "data").resolve()
     inside = (home / "data2").resolve()
-    assert uploader.data_dir_for("", True) is None
-    assert uploader.data_dir_for(str(data), True) is None
-    assert uploader.data_dir_for(str(inside), True) == inside
-    assert uploader.data_dir_for(str(inside), False) is None
-    assert uploader.data_dir_for(str(home), True) is None
-    assert uploader.data_dir_for(str(home / ".." / "x"), True) is None
-    assert uploader.data_dir_for("/etc", True) is None
-    assert uploader.data_dir_for("relative/data", True) is None
+    assert uploader.data_dir_for("") is None
+    assert uploader.data_dir_for(str(data)) is None
+    assert uploader.data_dir_for(str(inside)) == inside
+    assert uploader.data_dir_for(str(home)) is None
+    assert uploader.data_dir_for(str(home / ".." / "x")) is None
+    assert uploader.data_dir_for("/etc") is None
+    assert uploader.data_dir_for("relative/data") is None
 
 
 def test_port_candidates_stay_in_the_supernodes_range() -> None:

@@ -23,6 +23,7 @@ from dfget.pieces import (
     frame_head,
     parse_range_header,
     raw_request_slice,
+    servable_piece_request,
     wrapped_request_slice,
 )
 from dfget.protocol import CDN_SOURCE_SOURCE
@@ -76,10 +77,15 @@ class UploaderHandler(Handler):
             rng = parse_range_header(self._single("Range"))
         except RangeError:
             rng = None
-        if piece_num is None or piece_size is None or rng is None:
+        wrapped = self.header("cdnSource") != CDN_SOURCE_SOURCE
+        if (
+            piece_num is None
+            or piece_size is None
+            or rng is None
+            or not servable_piece_request(piece_size, rng, wrapped)
+        ):
             self.reply(400, "invalid params")
             return
-        wrapped = self.header("cdnSource") != CDN_SOURCE_SOURCE
         if not self._announced_piece_lands(name, piece_num):
             self.reply(404, "piece not available")
             return
@@ -123,6 +129,9 @@ class UploaderHandler(Handler):
         )
 
     def grant_rate(self, raw_name: str) -> None:
+        if not self._local_caller():  # v1 lets anyone throttle our downloads to a trickle
+            self.reply(403, "forbidden")
+            return
         uploader = self.server.uploader
         uploader.touch()
         text = self.header("rateLimit")
@@ -134,23 +143,26 @@ class UploaderHandler(Handler):
         self.reply(200, str(granted) if uploader.total_limit > 0 else text)
 
     def check_task(self, raw_name: str) -> None:
+        if not self._local_caller():
+            # Only this host's dfget registers downloads: v1 lets anyone fill the task table
+            # (and choose the directory files are served from).
+            self.reply(403, "forbidden")
+            return
         uploader = self.server.uploader
         uploader.touch()
         name = task_name(raw_name)
         if name is None:
             self.reply(400, "invalid task file name")
             return
-        local = self._local_caller()
         header = _path_header(self.header("dataDir"))
-        data_dir = uploader.data_dir_for(header, local)
-        if local and header and data_dir is None and Path(header).resolve() != uploader.data_dir:
+        data_dir = uploader.data_dir_for(header)
+        if header and data_dir is None and Path(header).resolve() != uploader.data_dir:
             # The dfget of another work home, which found our port in its stale meta file: its
             # pieces are not in our data dir. Refused, it starts a server of its own.
             self.reply(403, "dataDir is not served by this server")
             return
         limit = self.header("totalLimit")
-        if local and _INT.fullmatch(limit):
-            # v1 takes it from anyone; a remote caller could then throttle us to a trickle.
+        if _INT.fullmatch(limit):
             uploader.set_total_limit(int(limit))
         if not uploader.store.register(name, data_dir):
             self.reply(503, "too many tasks")

@@ -99,16 +99,13 @@ class Uploader:
         unfinished = self.store.request_rate(name, requested)
         return ratelimit.grant(requested, self.total_limit, unfinished)
 
-    def data_dir_for(self, header: str, local_caller: bool) -> Path | None:
-        """The data dir a ``/check/`` may name, or None for the configured one.
+    def data_dir_for(self, header: str) -> Path | None:
+        """The data dir a ``/check/`` (from this host) may name, or None for the configured one.
 
         v1 lets any caller choose any directory (and then serves files from it). We accept it
-        only from this host and only inside our work home (or our data dir itself).
+        only inside our work home (or our data dir itself).
         """
         if not header or header == str(self.data_dir):
-            return None
-        if not local_caller:
-            log.debug("ignoring dataDir from a remote caller")
             return None
         path = Path(header)
         resolved = path.resolve() if path.is_absolute() else None
