@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dfget.protocol import DEFAULT_SUPERNODE_PORT
+from dfget.protocol import DEFAULT_SUPERNODE_PORT, decimal
 
 if TYPE_CHECKING:
     from dfget.uploader.cache import Amount
@@ -59,9 +59,10 @@ def _node_number(value: str, default: int, what: str, text: str) -> int:
     """A port or weight: plain ASCII digits, so the error names the entry, not int()."""
     if not value:
         return default
-    if not (value.isascii() and value.isdigit()):
+    number = decimal(value)
+    if number is None:
         raise ValueError(f"invalid node {what} in {text!r}")
-    return int(value)
+    return number
 
 
 def parse_nodes(text: str | list[str] | tuple[str, ...]) -> tuple[Node, ...]:

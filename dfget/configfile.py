@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dfget.config import Node, parse_nodes
+from dfget.protocol import decimal
 from dfget.units import parse_rate
 
 T = TypeVar("T")
@@ -134,9 +135,10 @@ def _from_yaml(path: Path, text: str) -> FileConfig:
 
 
 def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
+    count = decimal(text)
+    if count is None:
         raise ValueError(f"{text!r} is not a non-negative integer")
-    return int(text)
+    return count
 
 
 def _from_ini(path: Path, text: str) -> FileConfig:

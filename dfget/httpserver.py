@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dfget.listener import listen
-from dfget.protocol import parse_raw_query
+from dfget.protocol import decimal, parse_raw_query
 
 log = logging.getLogger("dfget.http")
 
@@ -59,6 +59,21 @@ class Handler(BaseHTTPRequestHandler):
         # client's delayed ACK (40 ms per small request on Linux).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def parse_request(self) -> bool:
+        """The request line and headers, then strict framing: a request whose end is not
+        beyond doubt is answered 400 and the connection closed, so no byte of it can be
+        read as the next request (request smuggling)."""
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.command, self.headers.get_all("Content-Length") or [],
+                                  "Transfer-Encoding" in self.headers)  # fmt: skip
+        if problem is None:
+            return True
+        self.close_connection = True
+        log.info("refused a request from %s: %s", self.address_string(), problem)
+        self.reply(400, problem)
+        return False
+
     @property
     def route(self) -> str:
         return self.path.split("?", 1)[0]
@@ -88,11 +103,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_body(self, limit: int) -> bytes | None:
         """The request body, or None (after answering 413) when it exceeds ``limit`` bytes."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > limit:
+        length = decimal(self.headers.get("Content-Length") or "0")  # framing checked it
+        if length is None or length > limit:
             self.close_connection = True
             self.reply(413, "request body too large")
             return None
@@ -100,6 +112,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def framing_problem(method: str, content_lengths: list[str], chunked: bool) -> str | None:
+    """Why a request's framing is ambiguous, or None: bodies come only with a single plain
+    Content-Length, never a Transfer-Encoding (nothing here takes chunked uploads), and a GET
+    or HEAD has none."""
+    if chunked:
+        return "Transfer-Encoding is not supported"
+    if len(content_lengths) > 1:
+        return "repeated Content-Length"
+    if not content_lengths:
+        return None
+    length = decimal(content_lengths[0].strip())
+    if length is None:
+        return "invalid Content-Length"
+    if length and method in ("GET", "HEAD"):
+        return f"a {method} request has no body"
+    return None
 
 
 def make_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> Server:

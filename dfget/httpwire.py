@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from dfget.protocol import decimal
+
 if TYPE_CHECKING:
     import ssl
 
@@ -184,11 +186,7 @@ class Response:
     def _readinto_chunked(self, view: memoryview) -> int:
         conn = self.connection
         if self._chunk_left == 0:
-            size_line = conn.readline()
-            try:
-                self._chunk_left = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise WireError(f"bad chunk size line {size_line[:40]!r}") from exc
+            self._chunk_left = _chunk_size(conn.readline())
             if self._chunk_left == 0:
                 while conn.readline() not in (b"\r\n", b"\n", b""):
                     pass
@@ -302,7 +300,8 @@ class Connection:
         del self._buffer[: end + 4]
         status_line, *lines = head.split("\r\n")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _digits(parts[1]):
+        code = decimal(parts[1], 3) if len(parts) >= 2 else None
+        if code is None or not parts[0].startswith("HTTP/"):
             raise WireError(f"bad status line {status_line[:80]!r}")
         raw = []
         for line in lines:
@@ -315,7 +314,7 @@ class Connection:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
             self.keep_alive = False
-        return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, raw
+        return code, parts[2] if len(parts) > 2 else "", headers, raw
 
     def request(
         self, method: str, target: str, headers: Iterable[tuple[str, str]] = ()
@@ -345,9 +344,9 @@ class Connection:
             response._chunked = True
         elif "content-length" in response_headers:
             value = response_headers["content-length"]
-            if not _digits(value):  # not int(): it takes "-5", "1_0" and "²" (ValueError)
+            length = decimal(value)  # a repeated header was joined with ", ": refused too
+            if length is None:
                 raise WireError(f"bad Content-Length {value[:40]!r}")
-            length = int(value)
             response._remaining = length
             if length == 0:
                 response._done = True
@@ -428,5 +427,10 @@ class Pool:
             conn.close()
 
 
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk from its size line (extensions ignored): 1-15 hex digits only, not
+    what ``int(x, 16)`` also takes ('0x10', '1_0', '-5', ' a')."""
+    text = line.split(b";", 1)[0].strip()
+    if not 0 < len(text) <= 15 or text.strip(b"0123456789abcdefABCDEF"):
+        raise WireError(f"bad chunk size line {line[:40]!r}")
+    return int(text, 16)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from dfget.protocol import decimal
+
 MiB = 1024 * 1024
 HEAD_LEN = 4
 TAIL_BYTE = 0x7F
@@ -86,10 +88,8 @@ class PieceRange:
     @classmethod
     def parse(cls, text: str) -> PieceRange:
         start_text, sep, end_text = text.partition("-")
-        if not sep or not _digits(start_text) or not _digits(end_text):
-            raise RangeError(f"invalid range {text!r}")
-        start, end = int(start_text), int(end_text)
-        if end < start:
+        start, end = decimal(start_text), decimal(end_text)
+        if not sep or start is None or end is None or end < start:
             raise RangeError(f"invalid range {text!r}")
         return cls(start, end)
 
@@ -148,12 +148,25 @@ def parse_range_header(value: str) -> PieceRange:
     if not sep or unit.strip().lower() != "bytes" or "," in spec or spec.count("-") != 1:
         raise RangeError(f"unsupported Range {value!r}")
     start_text, _, end_text = spec.strip().partition("-")
-    if not (_digits(start_text) and _digits(end_text)):
-        raise RangeError(f"unsupported Range {value!r}")
-    start, end = int(start_text), int(end_text)
-    if end <= start:
+    start, end = decimal(start_text), decimal(end_text)
+    if start is None or end is None or end <= start:
         raise RangeError(f"unsupported Range {value!r}")
     return PieceRange(start, end)
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
+    """``(first, last, total)`` of a ``bytes F-L/T`` (or ``/*``) Content-Range, None if it is
+    anything else or impossible (last before first, beyond the total)."""
+    unit, _, spec = value.strip().partition(" ")
+    span, slash, total_text = spec.strip().partition("/")
+    first_text, dash, last_text = span.partition("-")
+    first, last = decimal(first_text), decimal(last_text)
+    total = None if total_text == "*" else decimal(total_text)
+    if unit.lower() != "bytes" or not (slash and dash) or first is None or last is None:
+        return None
+    if last < first or (total_text != "*" and (total is None or last >= total)):
+        return None
+    return first, last, total
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +211,3 @@ def raw_request_slice(rng: PieceRange, file_size: int) -> ServedSlice:
     if rng.start >= file_size:
         raise RangeError("range not satisfiable")
     return ServedSlice(rng.start, min(rng.length, file_size - rng.start))
-
-
-def _digits(text: str) -> bool:
-    """Plain ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` then rejects."""
-    return text.isascii() and text.isdigit()

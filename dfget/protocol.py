@@ -11,6 +11,20 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+MAX_DECIMAL_DIGITS = 18  # what fits Go's int64 (strconv.Atoi)
+
+
+def decimal(text: str, max_digits: int = MAX_DECIMAL_DIGITS) -> int | None:
+    """A plain non-negative decimal number from the network or a file, or None.
+
+    Only ASCII digits, at most ``max_digits``: ``str.isdigit`` also takes '²' (which ``int``
+    rejects), ``int`` takes '1_0', ' 7', '+7' and '٣', and a 5,000-digit number raises.
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 # Supernode -> dfget codes in the envelope.
 CODE_SUCCESS = 200
 CODE_SYSTEM_ERROR = 500

@@ -19,7 +19,7 @@ import httpx
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
-from dfget.pieces import PieceRange, piece_count
+from dfget.pieces import MAX_PIECE_SIZE, MiB, PieceRange, piece_count
 from dfget.protocol import (
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
@@ -45,6 +45,30 @@ class Registration:
     file_length: int
     piece_size: int
     cdn_source: str
+
+    @classmethod
+    def from_answer(cls, data: object, node: Node) -> Registration:
+        """The ``data`` of a 200 registration answer, every field checked: a task id of 64
+        hex digits, a known cdnSource, a length up to 1 PiB, a piece size up to v1's 15 MiB
+        (wrapped pieces: whole MiB, or their frame heads would be ambiguous)."""
+        if not isinstance(data, dict):
+            raise SupernodeError("supernode sent a registration answer without data")
+        registration = cls(
+            node=node,
+            task_id=_text(data, "taskId"),
+            file_length=_number(data, "fileLength", -1, MAX_FILE_LENGTH, default=-1),
+            piece_size=_number(data, "pieceSize", 6, MAX_PIECE_SIZE),
+            cdn_source=_text(data, "cdnSource") or CDN_SOURCE_SUPERNODE,
+        )
+        if not re.fullmatch(r"[0-9a-f]{64}", registration.task_id):
+            raise SupernodeError(f"supernode sent taskId {registration.task_id[:70]!r}")
+        if registration.cdn_source not in (CDN_SOURCE_SUPERNODE, CDN_SOURCE_SOURCE):
+            raise SupernodeError(f"supernode sent cdnSource {registration.cdn_source[:40]!r}")
+        if registration.cdn_source == CDN_SOURCE_SUPERNODE and registration.piece_size % MiB:
+            raise SupernodeError(
+                f"supernode sent pieceSize {registration.piece_size} for wrapped pieces"
+            )
+        return registration
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +115,6 @@ class PieceTask:
         return self.piece_md5.split(":", 1)[0]
 
 
-MAX_PIECE_SIZE = 15 * 1024 * 1024
-"""v1's largest piece (spec §3.3); a larger one would only be a way to exhaust our memory."""
 MAX_FILE_LENGTH = 1 << 50
 MAX_TASKS_PER_ANSWER = 64  # v1 hands out at most 4 pieces per pull
 MAX_PIECES = MAX_FILE_LENGTH // 5
@@ -193,21 +215,7 @@ class SupernodeClient:
         msg = _text(envelope, "msg")
         if code != 200:
             return code, None, msg
-        data = envelope.get("data")
-        if not isinstance(data, dict):
-            raise SupernodeError("supernode sent a registration answer without data")
-        registration = Registration(
-            node=self.node,
-            task_id=_text(data, "taskId"),
-            file_length=_number(data, "fileLength", -1, MAX_FILE_LENGTH, default=-1),
-            piece_size=_number(data, "pieceSize", 6, MAX_PIECE_SIZE),
-            cdn_source=_text(data, "cdnSource") or "supernode",
-        )
-        if not re.fullmatch(r"[0-9a-f]{64}", registration.task_id):
-            raise SupernodeError(f"supernode sent taskId {registration.task_id[:70]!r}")
-        if registration.cdn_source not in (CDN_SOURCE_SUPERNODE, CDN_SOURCE_SOURCE):
-            raise SupernodeError(f"supernode sent cdnSource {registration.cdn_source[:40]!r}")
-        return code, registration, msg
+        return code, Registration.from_answer(envelope.get("data"), self.node), msg
 
     def pull(
         self,

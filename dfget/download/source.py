@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +36,8 @@ from dfget.errors import (
     source_http_error,
 )
 from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
+from dfget.pieces import parse_content_range
+from dfget.protocol import decimal
 from dfget.ratelimit import TokenBucket
 from dfget.redact import redact_url
 
@@ -45,7 +46,6 @@ log = logging.getLogger("dfget.source")
 MIN_PART = 4 * 1024 * 1024  # with --connections N, no part is smaller
 MAX_ATTEMPTS = 5
 MAX_REDIRECTS = 10
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -421,20 +421,18 @@ def _split(start: int, end: int, size: int) -> list[tuple[int, int]]:
 
 
 def _content_range(response: Response) -> tuple[int, int, int | None]:
-    match = _CONTENT_RANGE.match(response.header("content-range"))
-    if not match:
+    parsed = parse_content_range(response.header("content-range"))
+    if parsed is None:
         raise SourceHTTPError(
             response.connection.endpoint.url, 206, "206 without a valid Content-Range"
         )
-    total = None if match.group(3) == "*" else int(match.group(3))
-    return int(match.group(1)), int(match.group(2)), total
+    return parsed
 
 
 def _content_range_total(response: Response) -> int | None:
     value = response.header("content-range")
     _, _, total = value.rpartition("/")
-    total = total.strip()
-    return int(total) if total.isascii() and total.isdigit() else None
+    return decimal(total.strip())
 
 
 def _network_error(endpoint: Endpoint, exc: BaseException) -> NetworkError:

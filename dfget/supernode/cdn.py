@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from dfget.pieces import FRAME_OVERHEAD, TAIL, frame_head
+from dfget.protocol import decimal
 from dfget.redact import redact_url
 from dfget.supernode.source import Source
 
@@ -234,7 +235,7 @@ def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> C
 def verify_piece(path: Path, piece: int, piece_size: int, expected: str) -> bool:
     """Whether the cached piece still has the md5 published for it (after a client's complaint)."""
     _, _, length_text = expected.partition(":")
-    length = int(length_text) if length_text.isdigit() else piece_size
+    length = decimal(length_text) or piece_size
     try:
         with open(path, "rb") as file:
             data = os.pread(file.fileno(), length, piece * piece_size)

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from dfget.httpserver import TEXT, Handler
+from dfget.protocol import decimal
 
 
 class Unsatisfiable(ValueError):
@@ -44,20 +45,18 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None:
     start_text, dash, end_text = (part.strip() for part in spec.strip().partition("-"))
     if not dash:
         return None
+    start, end = decimal(start_text), decimal(end_text)
     if not start_text:
-        if not _digits(end_text):
+        if end is None:
             return None
-        if int(end_text) == 0:
+        if end == 0:
             raise Unsatisfiable(value)
-        return max(0, size - int(end_text)), size - 1
-    if not _digits(start_text) or (end_text and not _digits(end_text)):
-        return None
-    start = int(start_text)
-    if end_text and int(end_text) < start:
+        return max(0, size - end), size - 1
+    if start is None or (end_text and (end is None or end < start)):
         return None
     if start >= size:
         raise Unsatisfiable(value)
-    return start, min(int(end_text), size - 1) if end_text else size - 1
+    return start, min(end, size - 1) if end is not None else size - 1
 
 
 def serve_file(handler: Handler, root: Path, route: str) -> None:
@@ -107,8 +106,3 @@ def make_file_handler(root: Path) -> type[Handler]:
         do_HEAD = do_GET
 
     return FileHandler
-
-
-def _digits(text: str) -> bool:
-    """Plain ASCII digits: ``str.isdigit`` also accepts '²', which ``int`` then rejects."""
-    return text.isascii() and text.isdigit()

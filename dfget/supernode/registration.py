@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dfget.protocol import headers_to_map, lower_keys, task_id, task_url
+from dfget.protocol import decimal, headers_to_map, lower_keys, task_id, task_url
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,9 @@ def _form_fields(body: bytes) -> dict[str, Any]:
         if name in ("headers", "rootcas"):
             fields[name] = values
         elif name == "port":
-            digits = values[0].removeprefix("-")
-            fields[name] = int(values[0]) if digits.isascii() and digits.isdigit() else values[0]
+            port = decimal(values[0].removeprefix("-"))
+            negative = values[0].startswith("-")
+            fields[name] = values[0] if port is None else -port if negative else port
         elif name in ("dfdaemon", "insecure"):
             fields[name] = values[0].lower() == "true"
         else:

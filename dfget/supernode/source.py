@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from dfget.protocol import decimal
+
 PROBE_TIMEOUT = 4.0
 PROBE_RECEIVE_BUFFER = 16 * 1024
 """The range probe reads no body; should the origin ignore the range and send the whole file, a
@@ -73,10 +75,8 @@ def length_from_head(status: int, content_length: str | None) -> int:
         raise AuthRequired(f"the source needs authentication ({status})")
     if status == 404:
         raise NotFound("the source answered 404")
-    text = content_length or ""
-    if status not in (200, 206) or not (text.isascii() and text.isdigit()):
-        return -1
-    return int(text)
+    length = decimal(content_length or "")
+    return length if status in (200, 206) and length is not None else -1
 
 
 def probe_ranged(source: Source, timeout: float = PROBE_TIMEOUT) -> int:
@@ -99,7 +99,7 @@ def probe_ranged(source: Source, timeout: float = PROBE_TIMEOUT) -> int:
     length_from_head(status, None)
     if status != 206:
         raise SourceError(f"the source answered {status} to a range request, not 206")
-    total = content_range.rpartition("/")[2].strip()
-    if not (total.isascii() and total.isdigit()) or int(total) <= 0:
+    total = decimal(content_range.rpartition("/")[2].strip())
+    if not total:
         raise SourceError(f"the source gave no usable length ({content_range!r})")
-    return int(total)
+    return total

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import dfget
 from dfget.listener import listen
+from dfget.protocol import decimal
 from dfget.units import format_duration
 from dfget.uploader import client, meta, ports
 from dfget.uploader.cache import Amount
@@ -200,8 +201,9 @@ def _start(args: list[str], listener: socket.socket) -> int | None:
         proc.stdout.close()
     prefix = meta.ANNOUNCEMENT.format(port="")
     token = line.removeprefix(prefix).strip()
-    if line.startswith(prefix) and token.isdigit() and 0 < int(token) < 65536:
-        return int(token)
+    port = decimal(token) if line.startswith(prefix) else None
+    if port is not None and 0 < port < 65536:
+        return port
     log.warning("the peer server did not announce its port (got %r)", line[:MAX_LINE])
     if proc.poll() is None:
         proc.terminate()
