@@ -581,6 +581,41 @@ def server(**values: object) -> None:
     show_default=True,
     help="How long an offline peer is kept.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(16, 65536),
+    default=1024,
+    show_default=True,
+    help="Open connections per port (a thread each); beyond, 503 at once.",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Tasks at once; a registration of a new one beyond is refused.",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Clients per task; a registration beyond is refused.",
+)
+@click.option(
+    "--max-file-length",
+    type=RATE,
+    default="64GB",
+    show_default=True,
+    help="Largest file a task may have (SIZE, as RATE); a source announcing more is refused.",
+)
+@click.option(
+    "--max-cdn-fetches",
+    type=click.IntRange(1, 1000),
+    default=16,
+    show_default=True,
+    help="Sources fetched (local pattern) or probed at once; a new task beyond is refused.",
+)
 @click.option("--seed", type=int, default=None, help="Seed the scheduler's randomness (tests).")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def supernode(**values: object) -> None:

@@ -1,14 +1,19 @@
 """The small threaded HTTP/1.1 server under the peer server and the supernode.
 
 Responses carry only what Go peers expect (``Content-Type``, ``Date``, ``Content-Length``; no
-``Server``), keep-alive is on, and idle connections are dropped after ``timeout`` so that
-many silent clients cannot pin the server.
+``Server``) and keep-alive is on. Bounds, so that no client can pin the server: at most
+``max_connections`` connections (a thread each; beyond, 503 at once), an idle connection is
+dropped after ``timeout``, and a request head (or body) must arrive within HEAD_TIMEOUT of its
+first byte however slowly it drips.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
+import threading
+import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +25,13 @@ log = logging.getLogger("dfget.http")
 
 TEXT = "application/octet-stream"
 JSON = "application/json"
+MAX_CONNECTIONS = 256
+HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its head (or body)
+BUSY_LOG_INTERVAL = 10.0
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+    b"Connection: close\r\n\r\ntoo many connections\n"
+)
 
 
 class Server(ThreadingHTTPServer):
@@ -33,7 +45,12 @@ class Server(ThreadingHTTPServer):
         address: tuple[str, int],
         handler: type[BaseHTTPRequestHandler],
         listener: socket.socket | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        self.max_connections = max_connections
+        self._connections = threading.BoundedSemaphore(self.max_connections)
+        self._refused = 0
+        self._refused_logged = 0.0
         sock = listener if listener is not None else listen(*address)
         self.address_family = sock.family
         try:
@@ -44,6 +61,41 @@ class Server(ThreadingHTTPServer):
         self.socket.close()  # the unbound one the base class made
         self.socket = sock
         self.server_address = sock.getsockname()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, or 503 at once when ``max_connections`` are open."""
+        if not self._connections.acquire(blocking=False):
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._connections.release()
+
+    def _refuse(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= BUSY_LOG_INTERVAL:
+            log.warning(
+                "connection limit (%d) reached: refused %d connection(s), the last from %s",
+                self.max_connections,
+                self._refused,
+                client_address[0],
+            )
+            self._refused, self._refused_logged = 0, now
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
@@ -58,12 +110,23 @@ class Handler(BaseHTTPRequestHandler):
         # Head and body leave in separate writes; with Nagle on, the body waits for the
         # client's delayed ACK (40 ms per small request on Linux).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()  # the base class's reader: reads go through the clock instead
+        self._clock = _HeadClock(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._clock)
+
+    def handle_one_request(self) -> None:
+        self._clock.await_request()
+        super().handle_one_request()
 
     def parse_request(self) -> bool:
         """The request line and headers, then strict framing: a request whose end is not
         beyond doubt is answered 400 and the connection closed, so no byte of it can be
         read as the next request (request smuggling)."""
-        if not super().parse_request():
+        try:
+            parsed = super().parse_request()
+        finally:
+            self._clock.head_done()
+        if not parsed:
             return False
         problem = framing_problem(self.command, self.headers.get_all("Content-Length") or [],
                                   "Transfer-Encoding" in self.headers)  # fmt: skip
@@ -108,10 +171,60 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.reply(413, "request body too large")
             return None
-        return self.rfile.read(length)
+        self._clock.start(HEAD_TIMEOUT)
+        try:
+            return self.rfile.read(length)
+        finally:
+            self._clock.stop()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
+
+
+class _HeadClock(io.RawIOBase):
+    """The connection's reading side, with a deadline a slow drip cannot stretch: the wait
+    for a request's first byte is bounded by the idle timeout, the rest of its head by
+    HEAD_TIMEOUT in all (each read gets only the time left)."""
+
+    def __init__(self, sock: socket.socket, idle_timeout: float | None) -> None:
+        super().__init__()
+        self._socket = sock
+        self._idle = idle_timeout
+        self._deadline: float | None = None
+        self._awaiting = False
+
+    def await_request(self) -> None:
+        """The next read that returns data starts the head's clock."""
+        self._awaiting, self._deadline = True, None
+
+    def head_done(self) -> None:
+        self._awaiting, self._deadline = False, None
+
+    def start(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def stop(self) -> None:
+        self._deadline = None
+        self._socket.settimeout(self._idle)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._deadline is None:
+            count = self._socket.recv_into(b)
+            if count and self._awaiting:
+                self._awaiting = False
+                self.start(HEAD_TIMEOUT)
+            return count
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._socket.settimeout(min(left, self._idle or left))
+        try:
+            return self._socket.recv_into(b)
+        finally:
+            self._socket.settimeout(self._idle)
 
 
 def framing_problem(method: str, content_lengths: list[str], chunked: bool) -> str | None:
@@ -132,6 +245,11 @@ def framing_problem(method: str, content_lengths: list[str], chunked: bool) -> s
     return None
 
 
-def make_server(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> Server:
+def make_server(
+    host: str,
+    port: int,
+    handler: type[BaseHTTPRequestHandler],
+    max_connections: int = MAX_CONNECTIONS,
+) -> Server:
     """Bind a server; ``host`` may be an IPv4 or IPv6 literal, "" means all interfaces."""
-    return Server((host.strip("[]") or "", port), handler)
+    return Server((host.strip("[]") or "", port), handler, max_connections=max_connections)

@@ -34,10 +34,12 @@ def run(options: SupernodeOptions, scheduler_factory: SchedulerFactory = Schedul
     shared_port = options.download_port == options.port
     host = options.listen_ip
     try:
-        servers = [make_server(host, options.port, make_api_handler(service, shared_port))]
+        limit = options.max_connections
+        api = make_api_handler(service, shared_port)
+        servers = [make_server(host, options.port, api, limit)]
         if not shared_port:
             file_handler = make_file_handler(service.repo)
-            servers.append(make_server(host, options.download_port, file_handler))
+            servers.append(make_server(host, options.download_port, file_handler, limit))
     except OSError as exc:
         log.error("cannot listen on %s: %s", options.listen_ip, exc)
         return 1

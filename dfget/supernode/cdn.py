@@ -75,6 +75,8 @@ class Layout:
     """Called with ``(piece number, piece md5)`` as each piece lands on disk."""
     on_done: Callable[[CdnResult | None, str], None]
     """Called once at the end with the result, or None and the reason of the failure."""
+    max_length: int
+    """A source that sends more (its length was unknown) fails the fill."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,8 @@ def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> C
         for chunk in response.iter_raw():
             view = memoryview(chunk)
             total += len(view)
+            if total > layout.max_length:
+                raise CdnError(f"source sent more than {layout.max_length} bytes")
             while view:
                 count = min(capacity - filled, len(view))
                 buffer[filled : filled + count] = view[:count]

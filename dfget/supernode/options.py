@@ -21,6 +21,11 @@ class SupernodeOptions:
     up_limit: int = 5
     down_limit: int = 4
     cdn_limit: int = 4
+    max_connections: int = 1024  # per port; beyond, 503
+    max_tasks: int = 10_000
+    max_clients: int = 10_000  # per task
+    max_file_length: int = 64 * 1024**3  # a source claiming more is refused
+    max_cdn_fetches: int = 16  # sources fetched at once (local pattern) or probed
     fetch_wait: float = 15.0
     task_gc_interval: float = 120.0
     task_expire: float = 180.0

@@ -32,6 +32,7 @@ from dfget.protocol import (
     CODE_TARGET_NOT_FOUND,
     ERROR_FILE_MD5_NOT_MATCH,
     ERROR_FILE_NOT_EXIST,
+    decimal,
     envelope,
     lower_keys,
 )
@@ -85,6 +86,10 @@ SchedulerFactory = Callable[[int | None, SchedulerConfig, int | None], Scheduler
 double that schedules exactly as Dragonfly 1.0.6 does."""
 
 
+class OverLimit(Exception):
+    """A registration that would take the supernode past one of its bounds."""
+
+
 class TaskConflict(Exception):
     """Same task id, different URL or md5/identifier."""
 
@@ -113,6 +118,7 @@ class Supernode:
         self._task_locks = [threading.Lock() for _ in range(_TASK_LOCK_STRIPES)]
         self._tasks: dict[str, Task] = {}
         self._unreachable: dict[str, float] = {}
+        self._probing = 0  # new tasks whose source is being contacted
 
     # ---- POST /peer/registry ---------------------------------------------------------------
 
@@ -129,8 +135,14 @@ class Supernode:
                 task = self._task_for(registration, tid)
             except (SourceError, TaskConflict) as exc:
                 return self._refused(str(exc))
+            except OverLimit as exc:
+                return self._refused(str(exc), logging.WARNING)
             with self._lock:
                 now = self._clock()
+                clients = len(task.clients)
+                if registration.cid not in task.clients and clients >= self.options.max_clients:
+                    reason = f"task {tid} has {clients} clients (--max-clients)"
+                    return self._refused(reason, logging.WARNING)
                 self._tasks.setdefault(tid, task)
                 self._add_client(task, registration, local_ip, now)
                 if task.cdn_status in (CdnStatus.WAITING, CdnStatus.FAILED):
@@ -146,8 +158,8 @@ class Supernode:
         self.metrics.inc("registrations_total", result="success")
         return answer(CODE_SUCCESS, data, "success")
 
-    def _refused(self, reason: str) -> Reply:
-        log.info("registration refused: %s", reason)
+    def _refused(self, reason: str, level: int = logging.INFO) -> Reply:
+        log.log(level, "registration refused: %s", reason)
         self.metrics.inc("registrations_total", result="failure")
         return refuse(reason)
 
@@ -162,6 +174,25 @@ class Supernode:
             if since is not None and self._clock() - since < UNREACHABLE_FOR:
                 url = redact_url(registration.raw_url)
                 raise SourceError(f"source {url} was not found recently")
+            self._check_new_task_bounds()
+            self._probing += 1
+        try:
+            return self._new_task(registration, tid)
+        finally:
+            with self._lock:
+                self._probing -= 1
+
+    def _check_new_task_bounds(self) -> None:
+        """Called with the lock held before a new task's source is contacted."""
+        if len(self._tasks) >= self.options.max_tasks:
+            raise OverLimit(f"{len(self._tasks)} tasks already (--max-tasks)")
+        fetching = self._probing + sum(
+            task.cdn_status is CdnStatus.RUNNING for task in self._tasks.values()
+        )
+        if fetching >= self.options.max_cdn_fetches:
+            raise OverLimit(f"{fetching} sources are being fetched (--max-cdn-fetches)")
+
+    def _new_task(self, registration: Registration, tid: str) -> Task:
         source = Source(
             registration.raw_url,
             registration.header_map,
@@ -178,6 +209,13 @@ class Supernode:
             with self._lock:
                 self._unreachable[tid] = self._clock()
             raise
+        if length > self.options.max_file_length:
+            if fill is not None:
+                fill.abandon()
+            raise OverLimit(
+                f"the source announces {length} bytes, more than {self.options.max_file_length} "
+                "(--max-file-length)"
+            )
         piece_size = piece_size_for_length(length)
         count = piece_count(length, piece_size, wrapped=self._local) if length >= 0 else None
         return Task(
@@ -272,6 +310,7 @@ class Supernode:
                 task.md5,
                 on_piece,
                 on_done,
+                self.options.max_file_length,
             )
         )
 
@@ -472,7 +511,7 @@ class Supernode:
         self.metrics.inc(
             "downloads_total",
             result="success" if fields.get("success") is True else "failure",
-            backsource_reason=str(fields.get("backsourcereason") or "0"),
+            backsource_reason=_reason_label(fields.get("backsourcereason")),
         )
         return Reply(200, b"null\n")
 
@@ -560,3 +599,10 @@ class Supernode:
             for task in self._tasks.values():
                 if task.fill is not None:
                     task.fill.abandon()
+
+
+def _reason_label(value: object) -> str:
+    """A back-source reason as a metrics label: v1's numbers (0-10, +1000 with --notbs), not
+    whatever string a client sends (each new label would grow the metrics for ever)."""
+    reason = decimal(str(value or "0"), 4)
+    return str(reason) if reason is not None and reason < 2000 else "other"

@@ -14,6 +14,7 @@ import queue
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -103,18 +104,47 @@ def wants_zstd(accept_encoding: str) -> bool:
     return False
 
 
-def send(sock: socket.socket, body: Body, bucket: TokenBucket | None, zstd: bool) -> None:
-    """Send a complete 206 response for ``body``; raises OSError if the client goes away or
-    the file shrinks (the connection must then be closed: the announced length is a lie)."""
+def send(
+    sock: socket.socket, body: Body, bucket: TokenBucket | None, zstd: bool, deadline: float
+) -> None:
+    """Send a complete 206 response for ``body`` by ``deadline`` (monotonic); raises OSError
+    if the client goes away or is too slow, or the file shrinks (the connection must then be
+    closed: the announced length is a lie)."""
     packed = _compressed(body) if zstd else None
-    with _corked(sock):
-        if packed is not None:
-            sock.sendall(response_head(len(packed), "zstd"))
-            _send_bytes(sock, packed, bucket)
-            return
-        sock.sendall(response_head(body.length) + body.prefix)
-        _send_file_range(sock, body, bucket)
-        sock.sendall(body.suffix)
+    idle = sock.gettimeout()
+    clock = _Deadline(sock, deadline, idle)
+    try:
+        with _corked(sock):
+            if packed is not None:
+                clock.sendall(response_head(len(packed), "zstd"))
+                _send_bytes(clock, packed, bucket)
+                return
+            clock.sendall(response_head(body.length) + body.prefix)
+            _send_file_range(clock, body, bucket)
+            clock.sendall(body.suffix)
+    finally:
+        sock.settimeout(idle)
+
+
+class _Deadline:
+    """Writes to ``sock`` that each wait at most the idle timeout and all end by ``deadline``:
+    a reader that takes a byte now and then cannot hold an upload slot for ever."""
+
+    def __init__(self, sock: socket.socket, deadline: float, idle: float | None) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.idle = idle
+
+    def wait(self) -> float:
+        """Seconds the next wait may take; TimeoutError past the deadline."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client reads too slowly")
+        return min(left, self.idle) if self.idle else left
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        self.sock.settimeout(self.wait())
+        self.sock.sendall(data)
 
 
 def _compressed(body: Body) -> bytes | None:
@@ -143,7 +173,7 @@ def _compressed(body: Body) -> bytes | None:
     return packed if len(packed) <= body.length * (1 - MIN_SAVING) else None
 
 
-def _send_bytes(sock: socket.socket, data: bytes, bucket: TokenBucket | None) -> None:
+def _send_bytes(sock: _Deadline, data: bytes, bucket: TokenBucket | None) -> None:
     if bucket is None:
         sock.sendall(data)
         return
@@ -154,7 +184,7 @@ def _send_bytes(sock: socket.socket, data: bytes, bucket: TokenBucket | None) ->
         sock.sendall(chunk)
 
 
-def _send_file_range(sock: socket.socket, body: Body, bucket: TokenBucket | None) -> None:
+def _send_file_range(sock: _Deadline, body: Body, bucket: TokenBucket | None) -> None:
     offset, remaining = body.offset, body.count
     while remaining > 0:
         step = remaining if bucket is None else min(remaining, bucket.chunk)
@@ -167,15 +197,14 @@ def _send_file_range(sock: socket.socket, body: Body, bucket: TokenBucket | None
         remaining -= sent
 
 
-def _sendfile(sock: socket.socket, fd: int, offset: int, count: int) -> int:
+def _sendfile(sock: _Deadline, fd: int, offset: int, count: int) -> int:
     """``os.sendfile`` until ``count`` bytes are out or the file ends; returns bytes sent.
 
     A socket with a timeout is non-blocking underneath, so a full send buffer shows up as
-    EAGAIN: wait for room up to the socket's timeout (an idle reader is dropped, not waited
-    for forever), then go on from where the partial send stopped.
+    EAGAIN: wait for room up to the idle timeout and the deadline (an idle or slow reader is
+    dropped, not waited for forever), then go on from where the partial send stopped.
     """
-    out = sock.fileno()
-    timeout = sock.gettimeout()
+    out = sock.sock.fileno()
     poller: select.poll | None = None
     done = 0
     while done < count:
@@ -185,7 +214,7 @@ def _sendfile(sock: socket.socket, fd: int, offset: int, count: int) -> int:
             if poller is None:
                 poller = select.poll()
                 poller.register(out, select.POLLOUT)
-            if not poller.poll(None if timeout is None else timeout * 1000):
+            if not poller.poll(sock.wait() * 1000):
                 raise TimeoutError("client stopped reading") from None
             continue
         if sent == 0:

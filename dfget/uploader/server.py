@@ -89,22 +89,21 @@ class UploaderHandler(Handler):
         if not self._announced_piece_lands(name, piece_num):
             self.reply(404, "piece not available")
             return
-        with uploader.uploading():
-            try:
+        try:
+            with uploader.uploading():
                 fd, size = uploader.store.open(name)
-            except Unservable as exc:
-                self.reply(exc.status, exc.message)
-                return
-            try:
-                body = _piece_body(fd, size, rng, piece_num, piece_size, wrapped)
-            except RangeError:
-                self.reply(416, "range not satisfiable")
-            except FramingError:
-                self.reply(400, "invalid params")
-            else:
-                self._send(name, body)
-            finally:
-                os.close(fd)
+                try:
+                    body = _piece_body(fd, size, rng, piece_num, piece_size, wrapped)
+                except RangeError:
+                    self.reply(416, "range not satisfiable")
+                except FramingError:
+                    self.reply(400, "invalid params")
+                else:
+                    self._send(name, body)
+                finally:
+                    os.close(fd)
+        except Unservable as exc:
+            self.reply(exc.status, exc.message)
 
     def _announced_piece_lands(self, name: str, piece_num: int) -> bool:
         """A piece its download announced before storing it: hold the request until it lands
@@ -116,8 +115,10 @@ class UploaderHandler(Handler):
 
     def _send(self, name: str, body: sender.Body) -> None:
         zstd = sender.wants_zstd(self.header("Accept-Encoding"))
+        uploader = self.server.uploader
+        deadline = uploader.upload_deadline(body.length)
         try:
-            sender.send(self.connection, body, self.server.uploader.bucket, zstd)
+            sender.send(self.connection, body, uploader.bucket, zstd, deadline)
         except OSError as exc:
             # The client left or the file shrank under us: the response is incomplete, so the
             # connection cannot carry another one.

@@ -18,11 +18,14 @@ from pathlib import Path
 from dfget.ratelimit import TokenBucket
 from dfget.uploader import ratelimit, status
 from dfget.uploader.options import ServerOptions
-from dfget.uploader.store import Task, TaskStore
+from dfget.uploader.store import Task, TaskStore, Unservable
 
 log = logging.getLogger("dfget.uploader")
 
-MAX_UPLOADS = 64  # concurrent piece uploads; more requests wait for a slot
+MAX_UPLOADS = 64  # concurrent piece uploads; more requests wait for a slot ...
+SLOT_WAIT = 10.0  # ... this long at most, then 503
+MIN_UPLOAD_RATE = 64 * 1024  # a piece must leave at least this fast (v1's --minrate) ...
+UPLOAD_GRACE = 30.0  # ... after this head start
 MIN_STALE_AFTER = 600.0  # an unfinished download idle this long is considered dead
 
 
@@ -122,16 +125,33 @@ class Uploader:
 
     @contextlib.contextmanager
     def uploading(self) -> Iterator[None]:
-        """One piece upload: waits for a free slot; the server is not idle meanwhile."""
+        """One piece upload: waits up to SLOT_WAIT for a free slot (else Unservable 503, so
+        readers that hold every slot cannot queue everyone else for ever); the server is not
+        idle meanwhile."""
         with self._lock:
             self._active += 1
         try:
-            with self._slots:
+            if not self._slots.acquire(timeout=SLOT_WAIT):
+                log.warning(
+                    "all %d upload slots busy for %.0f s: answering 503", MAX_UPLOADS, SLOT_WAIT
+                )
+                raise Unservable(503, "busy")
+            try:
                 yield
+            finally:
+                self._slots.release()
         finally:
             with self._lock:
                 self._active -= 1
                 self._last_activity = self.clock.monotonic()
+
+    def upload_deadline(self, length: int) -> float:
+        """When an upload of ``length`` bytes starting now must be done: a reader slower than
+        MIN_UPLOAD_RATE (or than its share of a host-wide limit) gives its slot back."""
+        rate = MIN_UPLOAD_RATE
+        if self.total_limit:
+            rate = max(1024, min(rate, self.total_limit // MAX_UPLOADS))
+        return time.monotonic() + UPLOAD_GRACE + length / rate
 
     def idle_for(self) -> float:
         with self._lock:

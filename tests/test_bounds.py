@@ -1,0 +1,240 @@
+"""Every server resource a stranger could exhaust has a bound, answered with a clear 503 (or a
+refused registration) and a log line: connections, slow request heads, upload slots held by
+readers that do not read, tasks, clients, the length a source claims, concurrent CDN fetches,
+metrics labels. Real processes and sockets; figures printed with -s."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dfget.httpserver import HEAD_TIMEOUT, MAX_CONNECTIONS
+from dfget.uploader import sender
+from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
+from tests.helpers import peak_rss, random_bytes, settle, thread_count
+from tests.origin import Origin
+
+MiB = 1024 * 1024
+P = 4 * MiB
+
+
+def test_connections_beyond_the_limit_get_503_and_threads_stay_bounded(
+    peer_server: Callable[..., PeerServer],
+) -> None:
+    server = peer_server()
+    pid = server.proc.pid
+    threads = thread_count(pid)
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(300)]
+    try:
+        time.sleep(0.5)
+        busy = 0
+        for sock in idle[MAX_CONNECTIONS:]:
+            sock.settimeout(5)
+            busy += sock.recv(100).startswith(b"HTTP/1.1 503")
+        held = thread_count(pid) - threads
+        print(f"300 idle connections: {held} threads held, {busy} answered 503")
+        assert busy == 300 - MAX_CONNECTIONS
+        assert held <= MAX_CONNECTIONS + 2
+    finally:
+        for sock in idle:
+            sock.close()
+    assert settle(lambda: thread_count(pid), threads + 2) <= threads + 2
+    assert server.get("/server/ping").status == 200
+    log = (server.home / "logs" / "dfserver.log").read_text()
+    assert f"connection limit ({MAX_CONNECTIONS}) reached" in log
+
+
+def test_a_request_head_dripping_in_is_cut_off(peer_server: Callable[..., PeerServer]) -> None:
+    """v1's per-read timeout restarts with every byte: one byte a second held a thread for ever."""
+    server = peer_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /server/ping HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed_after = None
+        for _ in range(int(HEAD_TIMEOUT) + 10):
+            try:
+                sock.sendall(b"X")
+                if select.select([sock], [], [], 1.0)[0] and sock.recv(100) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+    print(f"dripping head cut off after {closed_after} s")
+    assert closed_after is not None and HEAD_TIMEOUT - 1 <= closed_after <= HEAD_TIMEOUT + 3
+
+
+def test_readers_that_do_not_read_cannot_queue_everyone_else(
+    peer_server: Callable[..., PeerServer],
+) -> None:
+    """64 connections ask for a 15 MiB piece and read nothing: every upload slot is taken.
+    A further request waits at most the slot wait, then gets 503; once they go, it is served."""
+    server = peer_server()
+    size = 15 * MiB
+    server.add_task("big", random_bytes(size, seed=3))
+    request = (
+        f"GET /peer/file/big HTTP/1.1\r\nHost: x\r\nPiecenum: 0\r\nPiecesize: {size}\r\n"
+        f"Range: bytes=0-{size - 1}\r\nCdnsource: source\r\n\r\n"
+    ).encode()
+    stalled = []
+    try:
+        for _ in range(64):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(request)
+            stalled.append(sock)
+        time.sleep(1.0)
+        started = time.monotonic()
+        reply = server.piece("big", 0, P - 1, 0, P, Cdnsource="source", timeout=30)
+        waited = time.monotonic() - started
+        print(f"with 64 stalled readers: {reply.status} after {waited:.1f} s")
+        assert reply.status == 503 and waited < 15
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert server.piece("big", 0, P - 1, 0, P, Cdnsource="source").status == 206
+    assert "upload slots busy" in (server.home / "logs" / "dfserver.log").read_text()
+
+
+def test_an_upload_to_a_reader_slower_than_its_deadline_is_abandoned(tmp_path: Path) -> None:
+    path = tmp_path / "piece"
+    path.write_bytes(random_bytes(8 * MiB, seed=4))
+    ours, theirs = socket.socketpair()
+    with ours, theirs, open(path, "rb") as file:
+        ours.settimeout(60.0)  # the idle timeout alone would wait a minute per stall
+        body = sender.Body(file.fileno(), 0, 8 * MiB)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            sender.send(ours, body, None, False, time.monotonic() + 0.5)
+        assert time.monotonic() - started < 2.0
+
+
+# ---- the supernode -----------------------------------------------------------------------------
+
+
+class LyingOrigin:
+    """Claims ``length`` bytes for every path (206 with a Content-Range to a range probe),
+    sends a few, and hangs up."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> LyingOrigin:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    request = conn.recv(65536)
+                    if b"range: bytes=0-0" in request.lower():
+                        head = (
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: 1\r\n"
+                            f"Content-Range: bytes 0-0/{self.length}\r\n\r\n"
+                        )
+                    else:
+                        head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n\r\n"
+                    conn.sendall(head.encode() + b"x" * 1000)
+                except OSError:
+                    pass
+
+
+def register(node: SupernodeProcess, url: str, cid: str) -> dict[str, object]:
+    body = {
+        "rawUrl": url, "taskUrl": url, "cid": cid, "ip": "127.0.0.1", "port": 16001,
+        "path": "/peer/file/x", "version": "1.0.6",
+    }  # fmt: skip
+    reply = httpx.post(f"{node.url}/peer/registry", json=body, timeout=30)
+    return reply.json()  # type: ignore[no-any-return]
+
+
+def test_tasks_and_clients_are_bounded(origin: Origin, supernode: SupernodeFactory) -> None:
+    node = supernode("--max-tasks", "2", "--max-clients", "2", cdn_pattern="source")
+    urls = [origin.add(f"/blob{i}", random_bytes(MiB, seed=i)) for i in range(3)]
+    assert [register(node, url, f"127.0.0.1-1-{i}.000")["code"] for i, url in enumerate(urls)] == [
+        200,
+        200,
+        500,
+    ]
+    third = register(node, urls[2], "127.0.0.1-1-9.000")
+    assert "--max-tasks" in str(third["msg"])
+    assert register(node, urls[0], "127.0.0.1-2-0.000")["code"] == 200  # a second client
+    crowded = register(node, urls[0], "127.0.0.1-3-0.000")
+    assert crowded["code"] == 500 and "--max-clients" in str(crowded["msg"])
+    assert register(node, urls[0], "127.0.0.1-1-0.000")["code"] == 200  # known clients rejoin
+    log = node.log.read_text()
+    assert "WARN" in log and "--max-tasks" in log and "--max-clients" in log
+
+
+def test_a_source_claiming_a_huge_length_is_refused_without_growing(
+    origin: Origin, supernode: SupernodeFactory
+) -> None:
+    """v1 sized a task's state by the claimed length: 1e14 bytes grew it 200 MiB a time."""
+    with LyingOrigin(10**14) as liar:
+        for pattern in ("source", "local"):
+            node = supernode(cdn_pattern=pattern)
+            before = peak_rss(node.proc.pid)
+            for i in range(3):
+                reply = register(node, f"{liar.url}/huge{i}", f"127.0.0.1-1-{i}.000")
+                assert reply["code"] == 500 and "--max-file-length" in str(reply["msg"])
+            grown = peak_rss(node.proc.pid) - before
+            print(f"{pattern} pattern: three 1e14-byte registrations grew the supernode by "
+                  f"{grown / MiB:.1f} MiB")  # fmt: skip
+            assert grown < 16 * MiB
+
+
+def test_a_chunked_source_longer_than_the_limit_fails_its_fill(
+    origin: Origin, supernode: SupernodeFactory
+) -> None:
+    url = origin.add("/endless", random_bytes(3 * MiB, seed=5))
+    origin.behave("/endless", chunked=True)  # no length: the fill learns it as it goes
+    node = supernode("--max-file-length", "1M")
+    assert register(node, url, "127.0.0.1-1-1.000")["code"] == 200
+    deadline = time.monotonic() + 20
+    while "source sent more than 1048576 bytes" not in node.log.read_text():
+        assert time.monotonic() < deadline, node.log.read_text()[-2000:]
+        time.sleep(0.1)
+
+
+def test_concurrent_cdn_fetches_are_bounded(origin: Origin, supernode: SupernodeFactory) -> None:
+    slow = origin.add("/slow", random_bytes(4 * MiB, seed=6))
+    origin.behave("/slow", rate=256 * 1024)  # the fill takes ~16 s
+    other = origin.add("/other", random_bytes(MiB, seed=7))
+    node = supernode("--max-cdn-fetches", "1")
+    assert register(node, slow, "127.0.0.1-1-1.000")["code"] == 200
+    refused = register(node, other, "127.0.0.1-1-2.000")
+    assert refused["code"] == 500 and "--max-cdn-fetches" in str(refused["msg"])
+
+
+def test_metrics_labels_do_not_grow_with_client_strings(supernode: SupernodeFactory) -> None:
+    node = supernode()
+    for i in range(50):
+        report = {
+            "taskId": "a" * 64,
+            "cid": "c",
+            "success": False,
+            "backsourceReason": f"x{i}" * 50,
+        }
+        httpx.post(f"{node.url}/task/metrics", json=report, timeout=10)
+    text = httpx.get(f"{node.url}/metrics", timeout=10).text
+    assert 'downloads_total{backsource_reason="other",result="failure"} 50' in text
+    assert "x1" not in text and len(text) < 20_000
