@@ -708,4 +708,14 @@ def main() -> None:
     except DfgetError as exc:
         click.echo(f"dfget: {exc}", err=True)
         code = exc.exit_code
+    except Exception as exc:  # a bug: one line for the user, the traceback for the log
+        import logging
+
+        log = logging.getLogger("dfget")
+        where = ""
+        if log.handlers:
+            log.exception("internal error")
+            where = "; the traceback is in the log"
+        click.echo(f"dfget: internal error ({type(exc).__name__}: {exc}){where}", err=True)
+        code = ExitCode.INTERNAL
     sys.exit(int(code or 0))

@@ -12,6 +12,7 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     OK = 0
     USAGE = 1
+    INTERNAL = 70
     LOCAL_IO = 77
     P2P_FAILED = 80
     SOURCE_HTTP = 81
@@ -27,6 +28,9 @@ class ExitCode(IntEnum):
 EXIT_CODE_HELP = {
     ExitCode.OK: "success: the file is at the destination and its digest verified",
     ExitCode.USAGE: "usage error: bad flag, URL, output path or configuration",
+    ExitCode.INTERNAL: (
+        "internal error: a bug in dfget, logged in full; the destination was not touched"
+    ),
     ExitCode.LOCAL_IO: (
         "local I/O error: cannot create, write or rename files (disk full, permissions)"
     ),

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from dfget.private import private_dir, touch_private
+
 MAX_BYTES = 40 * 1024 * 1024
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -43,8 +45,8 @@ def setup(home: Path, verbose: bool, file_name: str, sign: str = "", console: bo
     formatter = logging.Formatter(line, DATE_FORMAT)
     handlers: list[logging.Handler] = []
     try:
-        logs = home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = private_dir(home / "logs")
+        touch_private(logs / file_name)
         handlers.append(
             SharedRotatingFileHandler(
                 logs / file_name, maxBytes=MAX_BYTES, backupCount=1, encoding="utf-8"

@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from dfget import logs
 from dfget.errors import ExitCode
 from tests.conftest import SupernodeFactory, read_first_line
 from tests.helpers import (
+    REPO,
     free_port,
     kill_pid_file_servers,
     random_bytes,
@@ -719,3 +722,31 @@ def test_trace_file_that_cannot_be_written(origin: Origin, tmp_path: Path) -> No
     run = dfget(tmp_path, *args, "--trace", str(trace))
     assert run.code == ExitCode.LOCAL_IO and "cannot write trace" in run.err
     assert not (tmp_path / "f").exists()
+
+
+def test_a_bug_is_one_line_and_exit_code_70_never_a_traceback(tmp_path: Path) -> None:
+    """Whatever escapes (here a download that raises MemoryError, as a lying peer once made it
+    do): one clear line on stderr, the documented exit code, the traceback in the log only."""
+    home = tmp_path / "home"
+    crash = (
+        "import sys, dfget.download\n"
+        "def run(settings):\n"
+        "    from dfget import logs\n"
+        "    logs.setup(settings.home, False, 'dfclient.log')\n"
+        "    raise MemoryError('a frame that declares 2^45 bytes')\n"
+        "dfget.download.run = run\n"
+        "from dfget.cli import main\n"
+        "sys.argv[0] = 'dfget'\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", crash, "-u", "http://127.0.0.1:9/x", "-o", str(tmp_path / "x"),
+         "--home", str(home)],
+        capture_output=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == ExitCode.INTERNAL == 70
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "internal error (MemoryError: a frame that declares 2^45 bytes)" in err
+    assert "Traceback" in (home / "logs" / "dfclient.log").read_text()
+    assert not (tmp_path / "x").exists()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +24,11 @@ from dfget.errors import ExitCode
 from dfget.httpserver import Handler, make_server
 from dfget.redact import Scrubber
 from tests.conftest import SupernodeFactory
-from tests.helpers import random_bytes, run_dfget
+from tests.helpers import kill_pid_file_servers, random_bytes, run_dfget
 from tests.origin import Origin
 from tests.p2p_tools import FakePeer, Runs
+
+MiB = 1024 * 1024
 
 SIZE = 5 * 1024 * 1024 + 77  # two pieces
 TOKEN = "tok-7f3a9c1e55d2"
@@ -231,3 +236,43 @@ def test_a_symlink_at_the_work_path_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(LocalIOError):
         Target(work, tmp_path / "out", [], length=100)
     assert victim.read_bytes() == b"precious"
+
+
+def test_the_work_home_is_private(
+    origin: Origin, supernode: SupernodeFactory, tmp_path: Path
+) -> None:
+    """Logs, meta, served and partial files hold task names, URLs and unverified bytes: other
+    local users read none of them (directories 0700, files 0600)."""
+    url = origin.add("/private.bin", random_bytes(MiB, seed=71))
+    node = supernode()
+    home = tmp_path / "fresh" / "home"
+    result = run_dfget(
+        ["-u", url, "-o", str(tmp_path / "out.bin"), "--node", node.node, "--home", str(home),
+         "--ip", "127.0.0.1", "--alivetime", "30s"], timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    try:
+        for directory in ("", "data", "meta", "logs"):
+            assert stat.S_IMODE((home / directory).stat().st_mode) == 0o700, directory
+        deadline = time.monotonic() + 5
+        while not list((home / "data").glob("*.verified")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        files = [
+            *(home / "logs").iterdir(),
+            home / "meta" / "host.meta",
+            home / "meta" / "server.pid",
+            *(home / "data").glob("*.verified"),
+        ]
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert len(files) >= 5
+        output_mode = stat.S_IMODE((tmp_path / "out.bin").stat().st_mode)
+        assert output_mode == 0o644 & ~current_umask(), oct(output_mode)  # the user's file
+    finally:
+        kill_pid_file_servers(home)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

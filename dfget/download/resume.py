@@ -23,6 +23,8 @@ from pathlib import Path
 
 import xxhash
 
+from dfget.private import FILE_MODE, private_dir
+
 log = logging.getLogger("dfget.resume")
 
 FLUSH_INTERVAL = 0.5
@@ -59,8 +61,8 @@ class Journal:
     def claim(self) -> bool:
         """Own this record until :meth:`release`; False when another running dfget owns it."""
         try:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            private_dir(self.lock_path.parent)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             log.warning("cannot create %s: %s", self.lock_path, exc)
             return False
@@ -144,9 +146,11 @@ class Journal:
             }
             self._flushed = time.monotonic()
             try:
-                self.record_path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(self.record_path.parent)
                 temp = self.record_path.with_suffix(".tmp")
-                temp.write_text(json.dumps(record, separators=(",", ":")))
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                with os.fdopen(os.open(temp, flags, FILE_MODE), "w") as file:
+                    file.write(json.dumps(record, separators=(",", ":")))
                 os.replace(temp, self.record_path)
             except OSError as exc:
                 log.warning("cannot write the resume record %s: %s", self.record_path, exc)

@@ -20,6 +20,7 @@ from dfget.download.intervals import IntervalSet
 from dfget.download.resume import Journal, digest_of
 from dfget.download.writeback import start_writeback
 from dfget.errors import DigestMismatchError, LocalIOError
+from dfget.private import private_dir
 
 _HASH_CHUNK = 4 * 1024 * 1024
 # With -o -, this many final bytes are held back until the digest verified, so a consumer of a
@@ -67,7 +68,7 @@ class Target:
         self._error: BaseException | None = None
         self._closed = False
         try:
-            work_path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(work_path.parent)  # the data dir, or the destination's (it exists)
             # O_NOFOLLOW: a symlink planted at the work path must not redirect our writes.
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             flags |= 0 if resume else os.O_TRUNC
@@ -280,7 +281,7 @@ class Target:
         self._close()
         try:
             if partial != self.work_path:
-                partial.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(partial.parent)
                 os.replace(self.work_path, partial)
         except OSError as exc:
             _unlink_quietly(self.work_path)

@@ -21,6 +21,7 @@ import sys
 import threading
 
 from dfget import logs
+from dfget.private import private_dir
 from dfget.units import format_duration
 from dfget.uploader import meta, ports, status
 from dfget.uploader.options import ServerOptions
@@ -40,8 +41,8 @@ IDLE_EXIT = 300.0  # with nothing to serve and no --alivetime, exit after this l
 def serve(options: ServerOptions) -> int:
     logs.setup(options.home, options.verbose, "dfserver.log")
     try:
-        options.data_dir.mkdir(parents=True, exist_ok=True)
-        options.meta_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(options.data_dir)
+        private_dir(options.meta_file.parent)
     except OSError as exc:
         return _fail(f"cannot create the work directories: {exc}")
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from dfget.private import FILE_MODE, private_dir
+
 # The one line a new server prints on stdout; the spawning dfget parses the port from it.
 ANNOUNCEMENT = "dfget uploader server port is {port}"
 PID_FILE = "server.pid"
@@ -67,8 +69,8 @@ def lock(meta_dir: Path, *, timeout: float, required: bool = True) -> Iterator[b
     the lock is held; raises TimeoutError after ``timeout`` unless ``required`` is False (the
     caller then proceeds unlocked: a best-effort reset is better than none).
     """
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(meta_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    private_dir(meta_dir)
+    fd = os.open(meta_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         deadline = time.monotonic() + timeout
         held = False
@@ -91,10 +93,12 @@ def lock(meta_dir: Path, *, timeout: float, required: bool = True) -> Iterator[b
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temp.write_text(text)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
         os.replace(temp, path)
     except OSError:
         temp.unlink(missing_ok=True)
