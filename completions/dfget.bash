@@ -16,7 +16,7 @@ _dfget() {
         dfget) opts="--alivetime --cacerts --cache-budget --cache-min-free --callsystem --clientqueue --config --connections --console --dfdaemon --digest --expiretime --filter --header --header-file --home --identifier --insecure --ip --json --locallimit --md5 --minrate --no-resume --no-supernode-credentials --node --notbs --output --partial-budget --partial-max-age --pattern --port --quiet --resume --showbar --supernode-credentials --timeout --totallimit --trace --url --verbose --version -b -e -f -i -m -n -o -p -q -s -u -v" ;;
         cache) opts="--home --json --meta" ;;
         server) opts="--alivetime --cache-budget --cache-min-free --data --expiretime --home --ip --listen-fd --meta --port --totallimit --verbose" ;;
-        supernode) opts="--advertise-ip --cdn-limit --cdn-pattern --down-limit --download-port --fetch-wait --home --listen-ip --max-cdn-fetches --max-clients --max-connections --max-file-length --max-tasks --peer-gc-delay --port --seed --task-expire --task-gc-interval --up-limit --verbose" ;;
+        supernode) opts="--advertise-ip --cdn-limit --cdn-pattern --down-limit --download-port --fetch-wait --home --listen-ip --max-cdn-bytes --max-cdn-fetches --max-clients --max-connections --max-file-length --max-tasks --peer-gc-delay --port --seed --task-expire --task-gc-interval --up-limit --verbose" ;;
         trace) opts="--slowest" ;;
         version) opts="" ;;
     esac

@@ -72,6 +72,7 @@ complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-connections 
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-tasks -r -f -d 'Tasks at once; a registration of a new one beyond is refused.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-clients -r -f -d 'Clients per task; a registration beyond is refused.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-file-length -r -f -d 'Largest file a task may have (SIZE, as RATE); a source announcing more is refused.'
+complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-cdn-bytes -r -f -d 'Bytes the CDN stores at once (SIZE, as RATE; tasks expire when idle); a new task beyond is refused.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l max-cdn-fetches -r -f -d 'Sources fetched (local pattern) or probed at once; a new task beyond is refused.'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l seed -r -f -d 'Seed the schedulers randomness (tests).'
 complete -c dfget -n '__fish_seen_subcommand_from supernode' -l verbose -d 'Debug logging.'

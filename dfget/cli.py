@@ -610,6 +610,14 @@ def server(**values: object) -> None:
     help="Largest file a task may have (SIZE, as RATE); a source announcing more is refused.",
 )
 @click.option(
+    "--max-cdn-bytes",
+    type=RATE,
+    default="256GB",
+    show_default=True,
+    help="Bytes the CDN stores at once (SIZE, as RATE; tasks expire when idle); a new task "
+    "beyond is refused.",
+)
+@click.option(
     "--max-cdn-fetches",
     type=click.IntRange(1, 1000),
     default=16,

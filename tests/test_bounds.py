@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from dfget.httpserver import HEAD_TIMEOUT, MAX_CONNECTIONS
+from dfget.protocol import task_id
 from dfget.uploader import sender
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import peak_rss, random_bytes, settle, thread_count
@@ -238,3 +239,16 @@ def test_metrics_labels_do_not_grow_with_client_strings(supernode: SupernodeFact
     text = httpx.get(f"{node.url}/metrics", timeout=10).text
     assert 'downloads_total{backsource_reason="other",result="failure"} 50' in text
     assert "x1" not in text and len(text) < 20_000
+
+
+def test_the_cdn_stores_at_most_its_byte_budget(
+    origin: Origin, supernode: SupernodeFactory
+) -> None:
+    urls = [origin.add(f"/cdn{i}", random_bytes(MiB, seed=20 + i)) for i in range(3)]
+    node = supernode("--max-cdn-bytes", "2M")
+    assert register(node, urls[0], "127.0.0.1-1-1.000")["code"] == 200
+    assert register(node, urls[1], "127.0.0.1-1-2.000")["code"] == 200
+    refused = register(node, urls[2], "127.0.0.1-1-3.000")
+    assert refused["code"] == 500 and "--max-cdn-bytes" in str(refused["msg"])
+    assert origin.stats.count("/cdn2") <= 1  # its head was the length probe, nothing stored
+    assert not list((node.home / "repo").rglob(task_id(urls[2])))

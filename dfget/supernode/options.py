@@ -26,6 +26,7 @@ class SupernodeOptions:
     max_clients: int = 10_000  # per task
     max_file_length: int = 64 * 1024**3  # a source claiming more is refused
     max_cdn_fetches: int = 16  # sources fetched at once (local pattern) or probed
+    max_cdn_bytes: int = 256 * 1024**3  # the lengths of the tasks the CDN stores at once
     fetch_wait: float = 15.0
     task_gc_interval: float = 120.0
     task_expire: float = 180.0

@@ -192,6 +192,24 @@ class Supernode:
         if fetching >= self.options.max_cdn_fetches:
             raise OverLimit(f"{fetching} sources are being fetched (--max-cdn-fetches)")
 
+    def _check_length(self, length: int) -> None:
+        """A new task's length against --max-file-length and, when the CDN will store it,
+        --max-cdn-bytes (the lengths of the tasks it holds, which expire when idle)."""
+        if length > self.options.max_file_length:
+            raise OverLimit(
+                f"the source announces {length} bytes, more than {self.options.max_file_length} "
+                "(--max-file-length)"
+            )
+        if not self._local:
+            return
+        with self._lock:
+            held = sum(max(task.length, 0) for task in self._tasks.values())
+        if held + max(length, 0) > self.options.max_cdn_bytes:
+            raise OverLimit(
+                f"the CDN holds {held} bytes; {length} more would pass {self.options.max_cdn_bytes}"
+                " (--max-cdn-bytes)"
+            )
+
     def _new_task(self, registration: Registration, tid: str) -> Task:
         source = Source(
             registration.raw_url,
@@ -209,13 +227,12 @@ class Supernode:
             with self._lock:
                 self._unreachable[tid] = self._clock()
             raise
-        if length > self.options.max_file_length:
+        try:
+            self._check_length(length)
+        except OverLimit:
             if fill is not None:
                 fill.abandon()
-            raise OverLimit(
-                f"the source announces {length} bytes, more than {self.options.max_file_length} "
-                "(--max-file-length)"
-            )
+            raise
         piece_size = piece_size_for_length(length)
         count = piece_count(length, piece_size, wrapped=self._local) if length >= 0 else None
         return Task(
