@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -15,21 +15,33 @@ from dfget.config import DEFAULT_CACHE_MIN_FREE, DEFAULT_CONNECTIONS, DEFAULT_HO
 from dfget.errors import DfgetError, ExitCode, exit_code_table
 from dfget.units import parse_duration, parse_rate
 
+if TYPE_CHECKING:
+    from dfget.uploader.cache import Amount
 
-class RateType(click.ParamType):
+    IntParam = click.ParamType[int]
+    FloatParam = click.ParamType[float]
+    AmountParam = click.ParamType[Amount]
+else:  # click < 8.2: ParamType is not generic
+    IntParam = FloatParam = AmountParam = click.ParamType
+
+Param = click.Parameter | None
+Ctx = click.Context | None
+
+
+class RateType(IntParam):
     name = "RATE"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: Any, param: Param, ctx: Ctx) -> int:
         try:
             return parse_rate(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class DurationType(click.ParamType):
+class DurationType(FloatParam):
     name = "DURATION"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: Any, param: Param, ctx: Ctx) -> float:
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
@@ -81,16 +93,16 @@ def alivetime_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-class AmountType(click.ParamType):
+class AmountType(AmountParam):
     """A size (RATE syntax, in bytes) or a percentage of the data filesystem."""
 
     name = "SIZE|PCT"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: Any, param: Param, ctx: Ctx) -> Amount:
         from dfget.uploader.cache import Amount
 
         if not isinstance(value, str):
-            return value
+            return value  # type: ignore[no-any-return]
         try:
             return Amount.parse(value)
         except ValueError as exc:
@@ -237,7 +249,7 @@ class SectionedGroup(click.Group):
         rest = [r for n, r in records.items() if n not in shown and r]
         if rest:
             with formatter.section("Other options"):
-                formatter.write_dl(rest)  # type: ignore[arg-type]
+                formatter.write_dl(rest)
         self.format_commands(ctx, formatter)
 
 
@@ -444,7 +456,7 @@ class SectionedGroup(click.Group):
     allow_from_autoenv=False,  # a DFGET_VERSION variable must not hijack downloads
 )
 @click.pass_context
-def cli(ctx: click.Context, **values: object) -> None:
+def cli(ctx: click.Context, /, **values: object) -> None:
     """Download a file through a Dragonfly v1 P2P network, falling back to the source.
 
     dfget registers the download with a supernode, pulls pieces from peers that already hold

@@ -75,7 +75,7 @@ class Server(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             self._connections.release()
 
@@ -177,7 +177,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self._clock.stop()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
 

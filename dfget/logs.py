@@ -24,7 +24,7 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
     writing ``dfclient.log``. When another process has rotated the file, reopen it rather than
     rotate again (which would throw away the backup that process just made)."""
 
-    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging API
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # logging API
         stream = self.stream
         if stream is not None and not _same_file(self.baseFilename, stream.fileno()):
             stream.close()

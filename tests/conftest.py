@@ -181,7 +181,7 @@ def fake_supernode() -> Iterator[FakeSupernode]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = b'{"code":612}\n'
             self.send_response_only(200)
             self.send_header("Content-Type", "application/json")

@@ -88,7 +88,7 @@ class FakePeer:
         fake = self
 
         class PeerHandler(Handler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append({k.lower(): v for k, v in self.headers.items()})
                 rng = parse_range_header(self.header("Range"))
                 if self.header("cdnSource") == "source":

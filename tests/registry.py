@@ -352,10 +352,10 @@ def _proxy_handler(proxy: CountingProxy) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._forward()
 
-        do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET  # noqa: N815
+        do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         def _forward(self) -> None:
             record = ProxiedRequest(self.command, self.path.split("?")[0], self.headers["Range"])

@@ -139,7 +139,7 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self._record(body)
             if self.path == "/peer/registry" and sn.refuse_ipv6 and ":" in json.loads(body)["ip"]:
@@ -163,7 +163,7 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(b"null\n")
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._record()
             route, _, query = self.path.partition("?")
             params = dict(p.partition("=")[::2] for p in query.split("&") if p)

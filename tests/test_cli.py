@@ -110,10 +110,10 @@ def recorders() -> Iterator[Callable[[], Recorder]]:
                 self.end_headers()
                 self.wfile.write(reply)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer(None)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
                     self._answer(json.loads(raw))

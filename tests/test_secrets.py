@@ -173,7 +173,7 @@ def test_a_supernode_quoting_the_registration_back_leaks_nothing(
     url = origin.add("/echo.bin", data) + f"?sig={TOKEN}"
 
     class Echo(Handler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             answer = json.dumps({"code": 500, "msg": body.decode()}).encode()
             self.reply(500, answer, "application/json")

@@ -584,7 +584,7 @@ class P2PDownload:
             self._results.put(self.fetcher.fetch(task, buffer))
         except Cancelled:
             pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
+        except BaseException as exc:  # re-raised by the loop
             self._results.put(exc)
 
     def _drain(self, wait: float) -> list[PieceResult]:

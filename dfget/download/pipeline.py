@@ -67,6 +67,6 @@ class Pipeline:
             if self._error is None:
                 try:
                     self._store(offset, buffer[:count])
-                except BaseException as exc:  # noqa: BLE001 - handed to the reader
+                except BaseException as exc:  # handed to the reader
                     self._error = exc
             self._free.put(buffer)

@@ -327,7 +327,7 @@ class SourceFetcher:
                     return
                 try:
                     self._fetch_range(start, end)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                except BaseException as exc:  # handed to the caller
                     errors.append(exc)
                     self.cancel.cancel()
                     return

@@ -63,6 +63,7 @@ def _run(options: ServerOptions) -> int:
     reporter = DownReporter()
     uploader = Uploader(options, reporter.submit)
     host = options.ip.strip("[]")
+    server: UploaderServer | None
     try:
         if options.listen_fd is not None:
             listener = _inherited_listener(options.listen_fd)

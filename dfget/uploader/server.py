@@ -49,7 +49,7 @@ class UploaderServer(Server):
 class UploaderHandler(Handler):
     server: UploaderServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:  # http.server naming
         route = self.route
         if route.startswith("/peer/file/"):
             self.serve_piece(route.removeprefix("/peer/file/"))

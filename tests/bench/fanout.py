@@ -53,8 +53,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import common  # noqa: E402
-from tests.origin import Origin  # noqa: E402
+from tests.bench import common
+from tests.origin import Origin
 
 MB = 1_000_000
 PRIME_LIMIT = 12 * 1024**3  # bytes; the machine has 24 GiB

@@ -37,7 +37,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import common  # noqa: E402
+from tests.bench import common
 
 BAR = 1.5  # dfget-p2p / curl wall
 PULL_TIMEOUT = 900.0  # one download, seconds

@@ -80,8 +80,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `dfget` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dfget.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length  # noqa: E402
-from dfget.supernode.scheduler import UPSTREAM, Outcome, Scheduler, SchedulerConfig  # noqa: E402
+from dfget.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
+from dfget.supernode.scheduler import UPSTREAM, Outcome, Scheduler, SchedulerConfig
 
 MB = 1_000_000
 MiB = 1024 * 1024
