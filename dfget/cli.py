@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -738,4 +739,8 @@ def main() -> None:
             where = "; the traceback is in the log"
         click.echo(f"dfget: internal error ({type(exc).__name__}: {exc}){where}", err=True)
         code = ExitCode.INTERNAL
+    # Done: a Ctrl-C now must not kill the interpreter on its way out (it resets Python's own
+    # handlers to the default while finalizing), cutting off buffered output.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     sys.exit(int(code or 0))

@@ -376,10 +376,13 @@ class Pool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def get(self, endpoint: Endpoint, timeout: float | None = None) -> Connection:
+    def get(
+        self, endpoint: Endpoint, timeout: float | None = None, fresh: bool = False
+    ) -> Connection:
+        """An idle connection to the endpoint's origin, or a new one (always with ``fresh``)."""
         with self._lock:
             idle = self._idle.get(endpoint.origin_key)
-            conn = idle.pop() if idle else None
+            conn = idle.pop() if idle and not fresh else None
         if conn is None:
             conn = Connection(endpoint, timeout or self.timeout, self.tls, self)
         else:
@@ -406,8 +409,9 @@ class Pool:
         """A request on a pooled connection; a stale idle connection is retried once, fresh."""
         headers = list(headers)
         for attempt in range(2):
-            conn = self.get(endpoint, timeout)
-            reused = conn.reused and attempt == 0
+            # Not another idle one the second time: the server may have closed them all.
+            conn = self.get(endpoint, timeout, fresh=attempt > 0)
+            reused = conn.reused
             try:
                 return conn.request(method, endpoint.target, headers)
             except BaseException as exc:

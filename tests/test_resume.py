@@ -26,8 +26,11 @@ def _args(url: str, tmp_path: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _interrupt(args: list[str], tmp_path: Path, signum: int = signal.SIGKILL) -> int:
-    """Start a download, stop it once some data is journaled; returns its exit status."""
+def _interrupt(
+    args: list[str], tmp_path: Path, signum: int = signal.SIGKILL, times: int = 1
+) -> int:
+    """Start a download, stop it once some data is journaled (``times`` signals, 2 ms apart,
+    like an impatient Ctrl-C); returns its exit status."""
     proc = start_dfget(args)
     partial = tmp_path / "home" / "partial"
     deadline = time.monotonic() + 20
@@ -39,8 +42,11 @@ def _interrupt(args: list[str], tmp_path: Path, signum: int = signal.SIGKILL) ->
             time.sleep(0.05)
         else:
             pytest.fail("the download never journaled any data")
-        proc.send_signal(signum)
-        proc.communicate(timeout=20)
+        for _ in range(times):
+            proc.send_signal(signum)
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=20)
+        assert b"Traceback" not in err, err.decode()[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -102,6 +108,20 @@ def test_sigterm_keeps_partial_state_and_no_litter(origin: Origin, tmp_path: Pat
     result = _run(url, tmp_path)
     assert int(result["resumed_bytes"]) > 0  # type: ignore[call-overload]
     assert (tmp_path / "out" / "blob.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_ctrl_c_pressed_again_during_cleanup_still_keeps_the_partial_data(
+    origin: Origin, tmp_path: Path, attempt: int
+) -> None:
+    """A second Ctrl-C used to raise inside the cleanup and could skip keeping the data."""
+    url = _throttled(origin, random_bytes(SIZE, seed=24 + attempt))
+    code = _interrupt(_args(url, tmp_path), tmp_path, signal.SIGINT, times=3)
+    assert code == ExitCode.INTERRUPTED
+    _out_dir_clean(tmp_path)
+    (record,) = (tmp_path / "home" / "partial").glob("*.json")
+    assert json.loads(record.read_text())["extents"]
+    assert record.with_suffix(".data").stat().st_size > 0
 
 
 def test_corrupted_stored_bytes_are_fetched_again(origin: Origin, tmp_path: Path) -> None:

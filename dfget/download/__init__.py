@@ -7,11 +7,13 @@ Order of business: validate, prepare the work file, try the P2P network (unless
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -86,12 +88,38 @@ def run(settings: Settings) -> int:
     return 0
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _raise_on_signals() -> None:
+    """The first SIGINT or SIGTERM raises Interrupted where the download is; later ones are
+    only logged, so a second Ctrl-C cannot break off the cleanup (keeping the partial data)."""
+
+    def again(signum: int, frame: FrameType | None) -> None:
+        log.info("%s again: already stopping", signal.Signals(signum).name)
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, again)
         raise Interrupted(signum)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, handler)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """Cleanup runs whole: stop signals arriving meanwhile are only recorded in the list
+    yielded (a signal mask would not do: Python runs handlers in the main thread whichever
+    thread the kernel picks); the caller raises for them once the cleanup is done."""
+    arrived: list[int] = []
+    previous = {stop: signal.signal(stop, lambda signum, _: arrived.append(signum))
+                for stop in STOP_SIGNALS}  # fmt: skip
+    try:
+        yield arrived
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 @dataclass
@@ -213,12 +241,15 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
             _announce(settings, peer, p2p, outcome)
             _metrics(p2p, True, outcome)
     except BaseException as exc:
-        p2p_cancel.cancel()
-        source_cancel.cancel()
-        _keep_or_discard(target, journal, exc)
-        if p2p is not None:
-            p2p.withdraw()
-        _metrics(p2p, False, outcome)
+        with _signals_deferred() as arrived:
+            p2p_cancel.cancel()
+            source_cancel.cancel()
+            _keep_or_discard(target, journal, exc)
+            if p2p is not None:
+                p2p.withdraw()
+            _metrics(p2p, False, outcome)
+        if arrived and not isinstance(exc, Interrupted):
+            raise Interrupted(arrived[0]) from exc
         if isinstance(exc, Cancelled):
             raise Interrupted(signal.SIGTERM) from exc
         raise

@@ -577,7 +577,7 @@ class P2PDownload:
     def _have(self, task: PieceTask) -> bool:
         start = self.layout.offset(task.piece_num)
         length = self.layout.data_len(task.piece_num)
-        return length is not None and length > 0 and self.target.done.covers(start, start + length)
+        return length is not None and length > 0 and self.target.covers(start, start + length)
 
     def _fetch_into_results(self, task: PieceTask, buffer: bytearray) -> None:
         try:

@@ -60,7 +60,7 @@ class Target:
         self.keep_work_file = keep_work_file
         self.journal = journal
         self._hashes = {d.algorithm: d.new_hash() for d in self.digests}
-        self.done = IntervalSet()
+        self._done = IntervalSet()  # read and written under self._cond only
         self._hashed = 0
         self._streamed = 0
         self._total: int | None = None
@@ -135,31 +135,33 @@ class Target:
     def complete(self, start: int, end: int) -> None:
         """Bytes [start, end) are written and final."""
         with self._cond:
-            before = self.done.prefix()
-            self.done.add(start, end)
-            if self.done.prefix() != before:
+            before = self._done.prefix()
+            self._done.add(start, end)
+            if self._done.prefix() != before:
                 self._cond.notify_all()
 
-    @property
-    def prefix(self) -> int:
-        return self.done.prefix()
+    def covers(self, start: int, end: int) -> bool:
+        """Whether bytes [start, end) are complete (a consistent answer while fetch threads
+        complete other ranges: the set's add updates two lists in two steps)."""
+        with self._cond:
+            return self._done.covers(start, end)
 
     def missing(self, total: int) -> list[tuple[int, int]]:
         with self._cond:
-            return self.done.missing(total)
+            return self._done.missing(total)
 
     def _follow_prefix(self) -> None:
         view = memoryview(bytearray(_HASH_CHUNK))
         try:
             while True:
                 with self._cond:
-                    while not self._closed and self._hashed >= self.done.prefix():
+                    while not self._closed and self._hashed >= self._done.prefix():
                         if self._total is not None and self._hashed >= self._total:
                             return
                         self._cond.wait()
                     if self._closed:
                         return
-                    limit = self.done.prefix()
+                    limit = self._done.prefix()
                     if self._total is not None:
                         limit = min(limit, self._total)
                 count = min(len(view), limit - self._hashed)
