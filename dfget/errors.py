@@ -93,6 +93,12 @@ class AuthRequiredError(SourceHTTPError):
     exit_code = ExitCode.AUTH_REQUIRED
 
 
+class SupernodeAuthError(DfgetError):
+    """The supernode says the source needs credentials (code 608)."""
+
+    exit_code = ExitCode.AUTH_REQUIRED
+
+
 def source_http_error(url: str, status: int, detail: str = "") -> SourceHTTPError:
     """The error class for an origin status: auth, not found or generic."""
     if status in (401, 403, 407):

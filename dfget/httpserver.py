@@ -21,7 +21,7 @@ from typing import Any
 from dfget.listener import listen
 from dfget.protocol import decimal, parse_raw_query
 
-log = logging.getLogger("dfget.http")
+log = logging.getLogger(__name__)
 
 TEXT = "application/octet-stream"
 JSON = "application/json"

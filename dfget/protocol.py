@@ -57,6 +57,7 @@ RESULT_SEMI_SUCCESS = 503
 ERROR_FILE_NOT_EXIST = "FILE_NOT_EXIST"
 ERROR_FILE_MD5_NOT_MATCH = "FILE_MD5_NOT_MATCH"
 
+CDN_CID_PREFIX = "cdnnode:"  # the cid of a supernode's CDN as a piece holder
 CDN_SOURCE_SUPERNODE = "supernode"
 CDN_SOURCE_SOURCE = "source"
 

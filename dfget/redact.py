@@ -21,11 +21,6 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def redact_header(name: str, value: str) -> str:
-    """``Name: value`` with the value hidden for credential headers."""
-    return f"{name}: <redacted>" if name.lower() in SENSITIVE_HEADERS else f"{name}: {value}"
-
-
 class Scrubber:
     """Masks the secrets of one download in text that comes back from elsewhere: a supernode's
     error message may quote the URL with its signed-URL token, or a header value."""

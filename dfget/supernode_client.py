@@ -29,7 +29,7 @@ from dfget.protocol import (
     raw_query,
 )
 
-log = logging.getLogger("dfget.supernode_client")
+log = logging.getLogger(__name__)
 
 API_TIMEOUT = 5.0
 

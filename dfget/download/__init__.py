@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from dfget.download.p2p import Delivery, Identity, P2PDownload
     from dfget.uploader.spawn import ServerStart
 
-log = logging.getLogger("dfget.download")
+log = logging.getLogger(__name__)
 
 REASON_SOURCE_PATTERN = 100
 SERVER_DID_NOT_START = "peer server did not start: this download is not served to other peers"
@@ -62,7 +62,7 @@ def run(settings: Settings) -> int:
 
     logs.setup(settings.home, settings.verbose, "dfclient.log", console=settings.console)
     reporter = Reporter(settings)
-    outcome = Outcome(settings)
+    outcome = Outcome()
     if settings.trace is not None:
         from dfget.download.trace import Trace
 

@@ -39,7 +39,6 @@ def default_output(url: str) -> str:
 class Outcome:
     """The facts the final report is made of."""
 
-    settings: Settings
     started: float = field(default_factory=time.monotonic)
     length: int = 0
     digests: dict[str, str] = field(default_factory=dict)

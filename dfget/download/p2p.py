@@ -31,7 +31,7 @@ from dfget.download.cancel import Cancel, Cancelled
 from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
 from dfget.download.progress import Progress
 from dfget.download.target import Target
-from dfget.errors import DfgetError, ExitCode
+from dfget.errors import SupernodeAuthError
 from dfget.httpwire import Endpoint, Pool
 from dfget.pieces import piece_count
 from dfget.protocol import (
@@ -67,7 +67,7 @@ from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pendin
 if TYPE_CHECKING:
     from dfget.uploader.spawn import ServerStart
 
-log = logging.getLogger("dfget.p2p")
+log = logging.getLogger(__name__)
 
 # v1 back-source reasons (spec §5.9).
 REASON_NONE = 0
@@ -91,12 +91,6 @@ class P2PFallback(Exception):
     def __init__(self, reason: int, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class NeedAuth(DfgetError):
-    """The supernode says the source needs credentials (code 608)."""
-
-    exit_code = ExitCode.AUTH_REQUIRED
 
 
 @dataclass(slots=True)
@@ -281,7 +275,9 @@ class P2PDownload:
                     )
                     return registration
                 if code == CODE_NEED_AUTH:
-                    raise NeedAuth(f"supernode {node.address}: the source requires authentication")
+                    raise SupernodeAuthError(
+                        f"supernode {node.address}: the source requires authentication"
+                    )
                 errors.append(self.scrub(f"{node.address}: code {code} {msg}".strip()))
                 if code == CODE_URL_NOT_REACHABLE:
                     raise P2PFallback(REASON_REGISTER_FAILED, "; ".join(errors))

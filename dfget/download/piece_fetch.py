@@ -28,11 +28,14 @@ from dfget.pieces import (
     piece_data_len,
     raw_offset,
 )
-from dfget.protocol import CDN_SOURCE_SOURCE, ERROR_FILE_MD5_NOT_MATCH, ERROR_FILE_NOT_EXIST
+from dfget.protocol import (
+    CDN_CID_PREFIX,
+    CDN_SOURCE_SOURCE,
+    ERROR_FILE_MD5_NOT_MATCH,
+    ERROR_FILE_NOT_EXIST,
+)
 from dfget.ratelimit import TokenBucket
 from dfget.supernode_client import PieceTask
-
-CDN_CID_PREFIX = "cdnnode:"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ class Progress:
 
     def __init__(self, enabled: bool, description: str = "") -> None:
         self.done = 0
-        self.total: int | None = None
         self._lock = threading.Lock()
         self._bar: Any = None
         self._stop = threading.Event()
@@ -25,7 +24,6 @@ class Progress:
         return not quiet and (showbar or sys.stderr.isatty())
 
     def start(self, total: int | None) -> None:
-        self.total = total
         if not self.enabled or self._bar is not None:
             return
         from tqdm import tqdm

@@ -25,7 +25,7 @@ import xxhash
 
 from dfget.private import FILE_MODE, private_dir
 
-log = logging.getLogger("dfget.resume")
+log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
 VERIFY_CHUNK = 4 * 1024 * 1024

@@ -41,7 +41,7 @@ from dfget.protocol import decimal
 from dfget.ratelimit import TokenBucket
 from dfget.redact import redact_url
 
-log = logging.getLogger("dfget.source")
+log = logging.getLogger(__name__)
 
 MIN_PART = 4 * 1024 * 1024  # with --connections N, no part is smaller
 MAX_ATTEMPTS = 5

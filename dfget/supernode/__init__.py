@@ -19,7 +19,7 @@ from dfget.supernode.options import SupernodeOptions
 from dfget.supernode.scheduler import Scheduler
 from dfget.supernode.service import SchedulerFactory, Supernode
 
-log = logging.getLogger("dfget.supernode")
+log = logging.getLogger(__name__)
 
 
 def run(options: SupernodeOptions, scheduler_factory: SchedulerFactory = Scheduler) -> int:

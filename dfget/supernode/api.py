@@ -18,7 +18,7 @@ from dfget.httpserver import Handler
 from dfget.supernode.fileserver import serve_file
 from dfget.supernode.service import Reply, Supernode, refuse
 
-log = logging.getLogger("dfget.supernode.api")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 """Registration and metrics bodies are a few hundred bytes; anything above 1 MiB is refused."""

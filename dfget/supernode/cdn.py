@@ -24,7 +24,7 @@ from dfget.protocol import decimal
 from dfget.redact import redact_url
 from dfget.supernode.source import Source
 
-log = logging.getLogger("dfget.supernode.cdn")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0

@@ -7,7 +7,7 @@ import threading
 
 from dfget.supernode.service import Supernode
 
-log = logging.getLogger("dfget.supernode.gc")
+log = logging.getLogger(__name__)
 
 FIRST_RUN_AFTER = 6.0
 """v1 runs the first pass 6 s after start, then every interval."""

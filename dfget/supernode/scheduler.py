@@ -212,9 +212,6 @@ class Scheduler:
             else:
                 self._withdraw(cid, client)
 
-    def has_client(self, cid: str) -> bool:
-        return cid in self._clients
-
     def done_count(self, cid: str) -> int:
         return self._client(cid).done_count
 

@@ -19,6 +19,7 @@ from typing import Any
 from dfget.httpserver import JSON, TEXT
 from dfget.pieces import PieceRange, RangeError, piece_count, piece_data_len, piece_size_for_length
 from dfget.protocol import (
+    CDN_CID_PREFIX,
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
     CODE_PARAM_ERROR,
@@ -52,11 +53,10 @@ from dfget.supernode.source import (
 )
 from dfget.supernode.tasks import CdnStatus, Client, Task
 
-log = logging.getLogger("dfget.supernode")
+log = logging.getLogger(__name__)
 
 UNREACHABLE_FOR = 180.0
 """How long a 404 source is refused without probing again (v1 ``failAccessInterval``)."""
-CDN_CID_PREFIX = "cdnnode:"
 WAIT_TEXT = '{"Code":9,"Msg":"peer should wait"}'
 CONTINUE_TEXT = '{"Code":10,"Msg":"peer continue"}'
 _TASK_LOCK_STRIPES = 64

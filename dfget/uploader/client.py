@@ -19,7 +19,7 @@ from urllib.parse import quote
 from dfget import PROTOCOL_VERSION
 from dfget.protocol import DEFAULT_SUPERNODE_PORT, raw_query
 
-log = logging.getLogger("dfget.uploader.client")
+log = logging.getLogger(__name__)
 
 TIMEOUT = 2.0
 USER_AGENT = f"dfget/{PROTOCOL_VERSION}"

@@ -29,7 +29,7 @@ from dfget.uploader.report import DownReporter
 from dfget.uploader.server import UploaderServer
 from dfget.uploader.service import Uploader
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 REPORT_GRACE = 3.0  # seconds shutdown waits for service-down reports

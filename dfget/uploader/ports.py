@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from dfget.uploader import client
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 MIN_PORT = 15000
 PORT_SPAN = 50000

@@ -13,7 +13,7 @@ import threading
 from dfget.uploader import client
 from dfget.uploader.store import Task
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 
 class DownReporter:

@@ -32,7 +32,7 @@ from dfget.uploader.pending import pending_path, wait_until_stored
 from dfget.uploader.service import Uploader, is_local_caller
 from dfget.uploader.store import Unservable, task_name
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 _INT = re.compile(r"[+-]?\d{1,18}")  # what Go's strconv.Atoi accepts (and fits in int64)
 OK = "success"

@@ -20,7 +20,7 @@ from dfget.uploader import ratelimit, status
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.store import Task, TaskStore, Unservable
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 MAX_UPLOADS = 64  # concurrent piece uploads; more requests wait for a slot ...
 SLOT_WAIT = 10.0  # ... this long at most, then 503

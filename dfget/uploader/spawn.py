@@ -32,7 +32,7 @@ from dfget.units import format_duration
 from dfget.uploader import client, meta, ports
 from dfget.uploader.cache import Amount
 
-log = logging.getLogger("dfget.uploader.spawn")
+log = logging.getLogger(__name__)
 
 START_TIMEOUT = (
     15.0  # for the new server's announcement line (a loaded host is slow to start Python)

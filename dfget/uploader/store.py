@@ -26,7 +26,7 @@ from dfget.uploader.cache import CachedFile, CachePolicy, evictions
 from dfget.uploader.pending import PENDING_SUFFIX
 from dfget.uploader.records import RECORD_SUFFIX, Record
 
-log = logging.getLogger("dfget.uploader")
+log = logging.getLogger(__name__)
 
 SERVICE_SUFFIX = ".service"
 MAX_NAME_BYTES = 240  # a file name is at most 255 bytes, ".service" included
