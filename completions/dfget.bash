@@ -5,23 +5,24 @@ _dfget() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd=dfget
     for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$word" in cache|server|supernode|trace|version) cmd="$word" ;; esac
+        case "$word" in cache|prewarm|server|supernode|trace|version) cmd="$word" ;; esac
     done
     case "$prev" in
         --pattern) COMPREPLY=($(compgen -W "p2p cdn source" -- "$cur")); return ;;
         -p) COMPREPLY=($(compgen -W "p2p cdn source" -- "$cur")); return ;;
-        --config|--data|--header-file|--home|--meta|--trace) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --config|--data|--header-file|--home|--meta|--output-dir|--trace) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$cmd" in
         dfget) opts="--alivetime --cacerts --cache-budget --cache-min-free --callsystem --clientqueue --config --connections --console --dfdaemon --digest --expiretime --filter --header --header-file --home --identifier --insecure --ip --json --locallimit --md5 --minrate --no-resume --no-supernode-credentials --node --notbs --output --partial-budget --partial-max-age --pattern --port --quiet --resume --showbar --supernode-credentials --timeout --totallimit --trace --url --verbose --version -b -e -f -i -m -n -o -p -q -s -u -v" ;;
         cache) opts="--home --json --meta" ;;
+        prewarm) opts="--dfget --jobs --output-dir --password --password-stdin --platform --registry --repo --tag --user" ;;
         server) opts="--alivetime --cache-budget --cache-min-free --data --expiretime --home --ip --listen-fd --meta --port --totallimit --verbose" ;;
         supernode) opts="--advertise-ip --cdn-limit --cdn-pattern --down-limit --download-port --fetch-wait --home --listen-ip --max-cdn-bytes --max-cdn-fetches --max-clients --max-connections --max-file-length --max-tasks --peer-gc-delay --port --seed --task-expire --task-gc-interval --up-limit --verbose" ;;
         trace) opts="--slowest" ;;
         version) opts="" ;;
     esac
     if [[ "$cmd" == dfget && "$cur" != -* ]]; then
-        COMPREPLY=($(compgen -W "cache server supernode trace version" -- "$cur"))
+        COMPREPLY=($(compgen -W "cache prewarm server supernode trace version" -- "$cur"))
     else
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
     fi

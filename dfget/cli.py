@@ -221,6 +221,14 @@ Examples:
   dfget cache --home /var/lib/dragonfly --json
 """
 
+PREWARM_EXAMPLES = """\b
+Examples:
+  # The first node of a rollout pulls an image's blobs before any docker pull:
+  REGISTRY_PASSWORD=... dfget prewarm --registry https://registry.example.com \\
+      --repo team/app --tag v1.2 --user puller --jobs 2 \\
+      -- --node sn1:8002,sn2:8002 --home /var/lib/dfget --ip 10.0.0.21 --port 15001
+"""
+
 TRACE_EXAMPLES = """\b
 Examples:
   dfget -u URL -o layer.tar.gz --trace /tmp/pull.jsonl.zst
@@ -687,6 +695,66 @@ def cache(home: Path, meta: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(current, indent=1))
     else:
         click.echo(status.render(current, kept=len(records.recorded_names(home / "data"))))
+
+
+@cli.command(
+    epilog=PREWARM_EXAMPLES,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--registry", required=True, help="Registry base URL (http[s]://host[:port]).")
+@click.option("--repo", required=True, help="Repository, e.g. library/debian.")
+@click.option("--tag", required=True, help="Tag or manifest digest (sha256:...).")
+@click.option("--user", help="Registry user (basic auth, or for the registry's token service).")
+@click.option(
+    "--password",
+    envvar="REGISTRY_PASSWORD",
+    help="Registry password; prefer REGISTRY_PASSWORD or --password-stdin.",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option(
+    "--platform", default="linux/amd64", show_default=True, help="Entry of a manifest list."
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the blobs here (default: a temporary directory, removed at the end).",
+)
+@click.option(
+    "--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Blobs at once."
+)
+@click.option(
+    "--dfget",
+    "dfget_command",
+    help="dfget command for each blob (default: this dfget, as python -m dfget).",
+)
+@click.argument("dfget_args", nargs=-1, type=click.UNPROCESSED)
+def prewarm(dfget_args: tuple[str, ...], dfget_command: str | None, **values: Any) -> None:
+    """Pull every blob of an image into this node's peer server, each checked against the
+    manifest (size and sha256), so the other nodes of a rollout find it here.
+
+    Arguments after -- go to every dfget call (--node, --home, --ip, ...). The registry
+    credentials never reach a command line: dfget reads them from a 0600 --header-file.
+    Exit status: 0 every blob good, 1 a blob failed, 2 the manifest could not be fetched.
+    """
+    import shlex
+
+    from dfget.prewarm import run
+
+    password = values.pop("password")
+    if values.pop("password_stdin"):
+        password = sys.stdin.readline().rstrip("\n")
+    dfget = shlex.split(dfget_command) if dfget_command else [sys.executable, "-m", "dfget"]
+    sys.exit(
+        run(
+            values.pop("registry"),
+            values.pop("repo"),
+            values.pop("tag"),
+            password=password,
+            dfget=dfget,
+            extra=[arg for arg in dfget_args if arg != "--"],
+            **values,
+        )
+    )
 
 
 @cli.command("gen-doc", hidden=True)

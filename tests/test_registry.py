@@ -23,7 +23,7 @@ import pytest
 
 from dfget.errors import ExitCode
 from tests.conftest import SupernodeFactory
-from tests.helpers import run_dfget
+from tests.helpers import DFGET, run_dfget
 from tests.peers import Peers
 from tests.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
 
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 LAYER_SIZES = [1 * MiB + 17, 6 * MiB + 4321, 13 * MiB + 99]
 REPO = "team/app"
 TAG = "v1"
-PREWARM = Path(__file__).with_name("prewarm.py")
 
 
 @dataclass
@@ -279,9 +278,7 @@ def test_missing_blob_is_exit_82(
 
 
 def run_prewarm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(PREWARM), *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*DFGET, "prewarm", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_prewarm_seeds_a_node_for_its_peers(

@@ -1,14 +1,10 @@
-#!/usr/bin/env python3
-"""Pre-warm a node: pull every blob of an image with dfget and check it against the manifest.
-
-    python tests/prewarm.py --registry https://registry.example.com --repo team/app --tag v1.2 \\
-        --user puller --password-stdin -- --node sn1:8002,sn2:8002 --home /var/lib/dfget
+"""``dfget prewarm``: pull every blob of an image with dfget and check it against the manifest.
 
 The manifest is fetched with the Docker schema 2 and OCI ``Accept`` types (for a manifest list or
 an OCI index, the ``--platform`` entry is followed), then the config blob and every layer are
 pulled by ``dfget`` one process per blob, exactly like dfdaemon would, so they land in this node's
-peer server and are served to the other nodes of the P2P network for ``--expiretime``. Arguments
-after ``--`` go to every dfget call unchanged.
+peer server and are served to the other nodes of the P2P network. Arguments after ``--`` go to
+every dfget call unchanged.
 
 The registry credentials never appear on a command line: basic auth (or the bearer token obtained
 with it from the registry's token service) is written to a 0600 temp file that dfget reads with
@@ -19,12 +15,10 @@ when every blob is good (1: a blob failed, 2: the manifest could not be fetched)
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -143,6 +137,8 @@ class Registry:
         if expected and expected.startswith("sha256:") and expected != actual:
             raise PrewarmError(f"manifest digest mismatch: expected {expected}, got {actual}")
         document = json.loads(body)
+        if not isinstance(document, dict):
+            raise PrewarmError("the manifest is not a JSON object")
         media_type = document.get("mediaType") or reply.headers.get("Content-Type", "")
         if media_type in INDEX_TYPES or "manifests" in document:
             return self.manifest(_pick_platform(document, platform), platform)
@@ -163,20 +159,30 @@ def _pick_platform(index: dict[str, Any], platform: str) -> str:
 
 
 def blobs_of(manifest: dict[str, Any]) -> list[BlobRef]:
-    """Config first, then the layers; each digest once."""
-    layers = manifest["layers"]
-    assert isinstance(layers, list)
-    config = manifest["config"]
-    assert isinstance(config, dict)
-    refs = [BlobRef(config["digest"], int(config["size"]), "config")]
-    refs += [
-        BlobRef(layer["digest"], int(layer["size"]), f"layer {i}/{len(layers)}")
-        for i, layer in enumerate(layers, 1)
-    ]
+    """Config first, then the layers; each digest once. PrewarmError when malformed."""
+    try:
+        layers = manifest["layers"]
+        config = manifest["config"]
+        refs = [BlobRef(_digest(config["digest"]), int(config["size"]), "config")]
+        refs += [
+            BlobRef(_digest(layer["digest"]), int(layer["size"]), f"layer {i}/{len(layers)}")
+            for i, layer in enumerate(layers, 1)
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PrewarmError(f"malformed manifest: {exc!r}") from exc
     unique: dict[str, BlobRef] = {}
     for ref in refs:
         unique.setdefault(ref.digest, ref)
     return list(unique.values())
+
+
+def _digest(value: object) -> str:
+    """A blob digest as it may go into a URL and a file name: ``algorithm:hex``."""
+    text = str(value)
+    algorithm, sep, hexdigest = text.partition(":")
+    if not (sep and algorithm.isalnum() and hexdigest.isalnum() and hexdigest.isascii()):
+        raise ValueError(f"invalid digest {text[:80]!r}")
+    return text
 
 
 def sha256_file(path: Path) -> str:
@@ -219,54 +225,27 @@ def pull(
     return True, f"ok   {label} {elapsed:6.1f}s"
 
 
-def default_dfget() -> list[str]:
-    found = shutil.which("dfget")
-    return [found] if found else [sys.executable, "-m", "dfget"]
-
-
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="prewarm.py",
-        description="Pull every blob of an image manifest with dfget and verify its digest.",
-        epilog="Arguments after '--' are passed to every dfget call (e.g. --node, --home).",
-    )
-    parser.add_argument("--registry", required=True, help="registry base URL (http[s]://host)")
-    parser.add_argument("--repo", required=True, help="repository, e.g. library/debian")
-    parser.add_argument("--tag", required=True, help="tag or manifest digest (sha256:...)")
-    parser.add_argument("--user", help="registry user (basic auth / token service)")
-    parser.add_argument("--password", help="registry password (prefer REGISTRY_PASSWORD)")
-    parser.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
-    )
-    parser.add_argument("--platform", default="linux/amd64", help="for manifest lists")
-    parser.add_argument(
-        "--output-dir", type=Path, help="keep the blobs here (default: a temp dir, removed)"
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="blobs pulled at the same time")
-    parser.add_argument(
-        "--dfget", help="dfget command (default: dfget on PATH, else python -m dfget)"
-    )
-    args = parser.parse_args(argv)
-    if args.password_stdin:
-        args.password = sys.stdin.readline().rstrip("\n")
-    elif args.password is None:
-        args.password = os.environ.get("REGISTRY_PASSWORD")
-    return args, extra
-
-
-def main(argv: list[str] | None = None) -> int:
-    args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-    registry = Registry(args.registry, args.repo, args.user, args.password)
+def run(
+    registry_url: str,
+    repo: str,
+    tag: str,
+    *,
+    user: str | None,
+    password: str | None,
+    platform: str,
+    output_dir: Path | None,
+    jobs: int,
+    dfget: list[str],
+    extra: list[str],
+) -> int:
+    """Pre-warm ``repo:tag``; prints one line per blob; returns the exit status."""
+    registry = Registry(registry_url, repo, user, password)
     scratch = Path(tempfile.mkdtemp(prefix="prewarm-"))
     try:
         try:
-            manifest = registry.manifest(args.tag, args.platform)
+            blobs = blobs_of(registry.manifest(tag, platform))
         except (PrewarmError, httpx.HTTPError, ValueError) as error:
-            print(f"prewarm: {args.repo}:{args.tag}: {error}", file=sys.stderr)
+            print(f"dfget prewarm: {repo}:{tag}: {error}", file=sys.stderr)
             return 2
         header_file = None
         if registry.authorization:
@@ -274,12 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             fd = os.open(header_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"Authorization: {registry.authorization}\n")
-        out_dir = args.output_dir or scratch / "blobs"
+        out_dir = output_dir or scratch / "blobs"
         out_dir.mkdir(parents=True, exist_ok=True)
-        dfget = shlex.split(args.dfget) if args.dfget else default_dfget()
-        blobs = blobs_of(manifest)
         failures = 0
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             results = pool.map(
                 lambda blob: pull(registry, blob, out_dir, dfget, header_file, extra), blobs
             )
@@ -288,12 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, flush=True)
         total = sum(blob.size for blob in blobs)
         status = "ok" if not failures else f"{failures} of {len(blobs)} blobs FAILED"
-        print(f"{args.repo}:{args.tag}: {len(blobs)} blobs, {total} bytes: {status}", flush=True)
+        print(f"{repo}:{tag}: {len(blobs)} blobs, {total} bytes: {status}", flush=True)
         return 1 if failures else 0
     finally:
         registry.close()
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
