@@ -1,6 +1,6 @@
 """dfget's configuration files: v1's ``/etc/dragonfly/dfget.yml`` and legacy ``dragonfly.conf``.
 
-The YAML file has a flat schema (spec §6.2): ``nodes`` (a list), ``localLimit``, ``minRate``,
+The YAML file has a flat schema: ``nodes`` (a list), ``localLimit``, ``minRate``,
 ``totalLimit`` (rates), ``clientQueueSize`` (int), ``workHome`` (path) and ``logConfig`` (a
 mapping, parsed but unused, as in v1). A small parser for exactly that subset keeps PyYAML out
 of the dependencies. The INI file has ``[node]`` with ``address = ip1,ip2``.

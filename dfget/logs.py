@@ -1,4 +1,4 @@
-"""Log files in v1's layout and line format (spec §6.6).
+"""Log files in v1's layout and line format.
 
 ``<home>/logs/dfclient.log`` (downloads) and ``dfserver.log`` (peer server), size-rotated
 (40 MB, one backup), lines like ``2026-11-29 01:12:34.567 INFO sign:4242 : message``.

@@ -1,4 +1,4 @@
-"""Piece arithmetic and Dragonfly v1 piece framing (spec §3.3, §4.3).
+"""Piece arithmetic and Dragonfly v1 piece framing.
 
 Wrapped pieces (local CDN and peer servers) are laid out as a 4-byte big-endian head
 ``dataLen | (pieceSize << 4)``, ``dataLen`` raw bytes, and the tail byte ``0x7F``. A piece size
@@ -35,7 +35,7 @@ class RangeError(ValueError):
 
 
 def piece_size_for_length(length: int) -> int:
-    """The wrapped piece size the v1 supernode chooses for a raw file length (spec §3.3)."""
+    """The wrapped piece size the v1 supernode chooses for a raw file length."""
     if length <= 200 * MiB:
         return DEFAULT_PIECE_SIZE
     groups = length // (100 * MiB)
@@ -182,7 +182,7 @@ class ServedSlice:
 
 
 def wrapped_request_slice(rng: PieceRange, piece_num: int, file_size: int) -> ServedSlice:
-    """Map a wrapped range request onto the raw service file (spec §4.3 steps 2-4).
+    """Map a wrapped range request onto the raw service file.
 
     Raises RangeError for a request that is not satisfiable (HTTP 416).
     """

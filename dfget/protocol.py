@@ -1,7 +1,7 @@
 """Dragonfly v1 wire conventions shared by the downloader, the peer server and the supernode.
 
-Result codes (spec §2.2), the supernode's JSON envelope, task ids (§3.1) and the unescaped query
-strings dfget 1.0.6 writes (wire transcript §5 item 6).
+Result codes, the supernode's JSON envelope, task ids and the unescaped query
+strings dfget 1.0.6 writes.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def task_id(task_url: str, sign: str = "", range_value: str | None = None) -> st
 
 
 def task_url(url: str, filters: Sequence[str]) -> str:
-    """The URL with ``--filter``ed query parameters removed (spec §5.1)."""
+    """The URL with ``--filter``ed query parameters removed."""
     base, sep, query = url.partition("?")
     if not sep or not filters:
         return url

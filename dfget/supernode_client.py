@@ -1,6 +1,6 @@
 """The Dragonfly v1 supernode API as typed calls, and the choice of supernode for a task.
 
-Requests look like dfget 1.0.6's on the wire (wire transcript §5): unescaped queries in v1
+Requests look like dfget 1.0.6's on the wire: unescaped queries in v1
 parameter order, JSON bodies with dfget's key spellings and Go's escaping, 5 s timeouts.
 """
 

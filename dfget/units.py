@@ -1,4 +1,4 @@
-"""Rates and durations in the syntax dfget 1.0.6 accepts (spec §6.1).
+"""Rates and durations in the syntax dfget 1.0.6 accepts.
 
 Rates: a plain non-negative integer is bytes per second; otherwise ``<int><unit>`` with unit
 ``B``, ``K``/``KB``, ``M``/``MB``, ``G``/``GB`` (case-insensitive, powers of 1024).

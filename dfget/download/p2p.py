@@ -1,6 +1,6 @@
-"""The P2P download: register with a supernode, pull piece tasks, fetch, report (spec §2, §5).
+"""The P2P download: register with a supernode, pull piece tasks, fetch, report.
 
-Better than v1 where spec §8 lists weaknesses: failover walks every supernode and wraps
+Better than v1.0.6 where it is weak: failover walks every supernode and wraps
 around; pieces already on disk survive a migration; the pull backoff resets whenever a piece
 lands; a stall or a dead end hands over to the source only the ranges still missing (the caller
 does that, from :class:`P2PFallback`); the timeout cancels the piece fetches; every piece is
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# v1 back-source reasons (spec §5.9).
+# v1 back-source reasons.
 REASON_NONE = 0
 REASON_REGISTER_FAILED = 1
 REASON_P2P_ERROR = 3
@@ -95,7 +95,7 @@ class P2PFallback(Exception):
 
 @dataclass(slots=True)
 class Identity:
-    """Names of this download on the wire (spec §1.2)."""
+    """Names of this download on the wire."""
 
     ip: str
     sign: str
@@ -716,7 +716,7 @@ class P2PDownload:
             log.info("service-down report to %s failed", registration.node.address)
 
     def _report_successes(self) -> None:
-        """/peer/piece/suc in the background, in order (spec §2.5)."""
+        """/peer/piece/suc in the background, in order."""
         while True:
             item = self._success_reports.get()
             if item is None:
@@ -774,7 +774,7 @@ class P2PDownload:
         )
 
     def metrics(self, success: bool, reason: int, duration: float, length: int) -> None:
-        """POST /task/metrics once (v1 sends it twice, spec §8)."""
+        """POST /task/metrics once (v1 sends it twice)."""
         if self.client is None or self.state.registration is None:
             return
         body = {

@@ -1,4 +1,4 @@
-"""HTTP routes of the supernode API port (spec §2): a thin router over :class:`Supernode`.
+"""HTTP routes of the supernode API port: a thin router over :class:`Supernode`.
 
 Every route is also reachable under a ``/v<digits and dots>`` prefix, as in the Go supernode.
 When the download port is the API port (as in the transcript's source-pattern capture), the

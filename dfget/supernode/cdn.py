@@ -1,4 +1,4 @@
-"""The local CDN: fetch a task's source once and lay it out as wrapped pieces (spec §3.4).
+"""The local CDN: fetch a task's source once and lay it out as wrapped pieces.
 
 The cache file ``<repo>/download/<id[:3]>/<id>`` holds piece ``k`` at ``k*P`` in the v1 wrapped
 layout, so the download port can serve any piece with a plain byte range. Each piece's md5 is

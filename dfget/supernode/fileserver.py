@@ -1,4 +1,4 @@
-"""The download port: the CDN cache served as static files, nginx style (spec §2.10).
+"""The download port: the CDN cache served as static files, nginx style.
 
 v1 delegated this to nginx rooted at ``<home>/repo``; dfget only needs a single
 ``Range: bytes=S-E`` answered with 206 and the end clamped at EOF. Files go out with

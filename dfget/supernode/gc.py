@@ -1,4 +1,4 @@
-"""Periodic garbage collection of idle tasks and departed peers (spec §3.8)."""
+"""Periodic garbage collection of idle tasks and departed peers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing and validation of ``POST /peer/registry`` bodies (spec §2.3).
+"""Parsing and validation of ``POST /peer/registry`` bodies.
 
 The Go supernode matches JSON keys case-insensitively (dfget writes ``rawUrl``, the schema says
 ``rawURL``), also takes ``application/x-www-form-urlencoded``, and validates a few fields.

@@ -123,7 +123,7 @@ class Supernode:
     # ---- POST /peer/registry ---------------------------------------------------------------
 
     def register(self, body: bytes, content_type: str, local_ip: str) -> Reply:
-        """Create or join a task and add the client (spec §3.2); any failure is HTTP 500."""
+        """Create or join a task and add the client; any failure is HTTP 500."""
         try:
             registration = parse_registration(body, content_type)
         except InvalidRegistration as exc:
@@ -251,7 +251,7 @@ class Supernode:
 
     @staticmethod
     def _probe_by_fill(source: Source) -> tuple[cdn.Fill, int]:
-        """Start the CDN fill and read the length from its response head (spec §3.2 rules)."""
+        """Start the CDN fill and read the length from its response head."""
         fill = cdn.Fill(source).start()
         head = fill.head(PROBE_TIMEOUT)
         if head is None or head.error:
@@ -356,7 +356,7 @@ class Supernode:
     # ---- GET /peer/task --------------------------------------------------------------------
 
     def pull(self, query: Mapping[str, str]) -> Reply:
-        """Record the reported piece result, then hand out work (spec §2.4, §3.5)."""
+        """Record the reported piece result, then hand out work."""
         tid, cid = query.get("taskId", ""), query.get("srcCid", "")
         reply = self._pull(tid, cid, query)
         self.metrics.inc("pulls_total", code=str(reply.code))

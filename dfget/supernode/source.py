@@ -70,7 +70,7 @@ class Source:
 
 
 def length_from_head(status: int, content_length: str | None) -> int:
-    """The raw length a source's response head announces, -1 when unknown (spec §3.2)."""
+    """The raw length a source's response head announces, -1 when unknown."""
     if status in (401, 407):
         raise AuthRequired(f"the source needs authentication ({status})")
     if status == 404:

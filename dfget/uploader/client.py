@@ -1,4 +1,4 @@
-"""The small GETs of the peer-server protocol, as dfget 1.0.6 writes them (wire transcript §1).
+"""The small GETs of the peer-server protocol, as dfget 1.0.6 writes them.
 
 The downloader uses these to talk to its own peer server, the peer server uses
 :func:`service_down` to tell the supernode it dropped a task. Plain ``http.client`` with short

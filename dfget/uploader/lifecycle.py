@@ -1,4 +1,4 @@
-"""The life of a ``dfget server`` process (spec §4.1, §4.5), done more carefully than v1.
+"""The life of a ``dfget server`` process, done more carefully than v1.
 
 Start: bind (adopting a live peer server on a fixed port), record the port in the meta file and
 the pid beside it, then print the one line the spawning dfget waits for; files kept from an

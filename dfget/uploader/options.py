@@ -1,4 +1,4 @@
-"""Options of `dfget server` (spec §6.3), plus the cache budget that replaces v1's timers."""
+"""Options of `dfget server`, plus the cache budget that replaces v1's timers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Choosing the peer server's port (spec §4.1).
+"""Choosing the peer server's port.
 
 Automatic ports stay within 15000-65000 because the Go supernode rejects any other peer port.
 The first candidates follow v1 (``15000 + (unix_seconds/300) % 50000``, then the next ones) so

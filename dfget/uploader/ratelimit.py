@@ -1,4 +1,4 @@
-"""The ``/rate/`` grants under a host-wide upload limit (spec §4.2, §5.10)."""
+"""The ``/rate/`` grants under a host-wide upload limit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/peer/service/down`` for every finished task the peer server stops serving (spec §2.7).
+"""``/peer/service/down`` for every finished task the peer server stops serving.
 
 Reports run on a small thread pool so neither a request handler (a file changed under us) nor
 the collector waits for a slow supernode; shutdown waits for them, but only for a bounded time.

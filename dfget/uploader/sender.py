@@ -83,7 +83,7 @@ class Body:
 
 
 def response_head(length: int, encoding: str | None = None) -> bytes:
-    """A 206 head with the headers a v1 uploader sends, in its order (transcript §5 item 4)."""
+    """A 206 head with the headers a v1 uploader sends, in its order."""
     lines = [
         "HTTP/1.1 206 Partial Content",
         f"Content-Length: {length}",

@@ -1,4 +1,4 @@
-"""The peer server's HTTP endpoints (spec §4.2-§4.4), byte-compatible with a v1.0.6 uploader.
+"""The peer server's HTTP endpoints, byte-compatible with a v1.0.6 uploader.
 
 Go peers send canonicalised header names (``Piecenum``, ``Ratelimit``, ``Datadir``...); the
 base handler matches names case-insensitively. Answers carry only ``Content-Type``, ``Date``
@@ -203,7 +203,7 @@ class UploaderHandler(Handler):
 def _piece_body(
     fd: int, size: int, rng: PieceRange, piece_num: int, piece_size: int, wrapped: bool
 ) -> sender.Body:
-    """The bytes answering one piece request (spec §4.3); RangeError means 416."""
+    """The bytes answering one piece request; RangeError means 416."""
     if not wrapped:
         served = raw_request_slice(rng, size)
         return sender.Body(fd, served.raw_start, served.data_len)

@@ -1,4 +1,4 @@
-"""Find the peer server of a work home, or start one (spec §4.1), for the downloader.
+"""Find the peer server of a work home, or start one, for the downloader.
 
 One peer server serves every download of a work home. The port recorded in the meta file is
 reused when the server there answers ``/check/``; otherwise, under an exclusive lock in the meta
