@@ -143,6 +143,17 @@ def thread_count(pid: int) -> int:
     raise RuntimeError(f"no thread count for {pid}")
 
 
+def eventually(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.03) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass; whether it became
+    true. The one bounded wait of the suite: ``assert eventually(...)``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 def settle(measure: Callable[[], int], limit: int, timeout: float = 10.0) -> int:
     """Poll ``measure()`` until it is at most ``limit`` (or ``timeout`` passes); the last value."""
     deadline = time.monotonic() + timeout

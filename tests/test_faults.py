@@ -43,6 +43,7 @@ from dfget.errors import ExitCode
 from dfget.pieces import TAIL, frame_head, parse_range_header
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import (
+    eventually,
     open_fds,
     peer_port,
     random_bytes,
@@ -68,14 +69,6 @@ def runs(tmp_path: Path) -> Iterator[Runs]:
     group = Runs(tmp_path)
     yield group
     group.stop()
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or condition}")
-        time.sleep(0.03)
 
 
 def journaled(home: Path) -> dict[str, object] | None:
@@ -214,7 +207,7 @@ def test_supernode_killed_without_another_the_source_fills_only_the_gaps(
         )  # fmt: skip
     )
     try:
-        wait_for(lambda: journaled(runs.root / "h"), what="a first piece")
+        assert eventually(lambda: journaled(runs.root / "h"), timeout=20), "a first piece"
         node.proc.kill()
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -307,7 +300,7 @@ def test_disk_full_fails_clearly_and_leaves_nothing_at_the_destination(
         if pid_file.exists():  # its log is on the small disk: it must go before the unmount
             pid = int(pid_file.read_text())
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not alive(pid), what="the peer server to exit")
+            assert eventually(lambda: not alive(pid), timeout=20), "the peer server to exit"
     stderr = result.stderr.decode()
     assert result.returncode == ExitCode.LOCAL_IO, stderr
     assert "disk full" in stderr and "Traceback" not in stderr
@@ -334,7 +327,7 @@ def test_interrupted_p2p_download_keeps_a_resumable_partial_and_stops_being_offe
     node = supernode()
     proc = start_dfget(runs.args("p1", url, "f.bin", "--node", node.node, "--locallimit", "4M"))
     try:
-        wait_for(lambda: journaled(runs.root / "p1"), what="a first piece")
+        assert eventually(lambda: journaled(runs.root / "p1"), timeout=20), "a first piece"
         record = journaled(runs.root / "p1")
         assert record is not None
         task_file = Path(str(record["data"])).name.removesuffix(".service")
@@ -481,7 +474,9 @@ def test_two_downloads_of_one_url_in_one_home(
     node = supernode()
     first = start_dfget(runs.args("h", url, outputs[0], "--node", node.node, "--locallimit", "6M"))
     try:
-        wait_for(lambda: journaled(runs.root / "h"), what="the first download's first piece")
+        assert eventually(lambda: journaled(runs.root / "h"), timeout=20), (
+            "the first download's first piece"
+        )
         second = start_dfget(runs.args("h", url, outputs[1], "--node", node.node))
         try:
             results = [(p.communicate(timeout=60), p.returncode) for p in (first, second)]

@@ -23,6 +23,7 @@ import pytest
 
 from dfget.errors import EXIT_CODE_HELP, ExitCode
 from tests.helpers import (
+    eventually,
     free_port,
     kill_pid_file_servers,
     random_bytes,
@@ -141,15 +142,6 @@ def sha256(data: bytes) -> str:
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # -- ranged, plain, chunked and empty sources -----------------------------------------------
@@ -909,9 +901,9 @@ def test_signal_mid_download_cleans_up(
     proc = start_dfget(argv)
     try:
         partial = home / "partial"
-        assert wait_for(lambda: any(partial.glob("*.data")), timeout=10), "no work file appeared"
+        assert eventually(lambda: any(partial.glob("*.data")), timeout=10), "no work file appeared"
         if phase == "ranges":
-            assert wait_for(lambda: origin.stats.count("/slow.bin") >= 2, timeout=10)
+            assert eventually(lambda: origin.stats.count("/slow.bin") >= 2, timeout=10)
         time.sleep(0.2)
         assert proc.poll() is None
         proc.send_signal(signum)

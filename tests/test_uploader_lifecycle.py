@@ -19,7 +19,7 @@ from dfget.listener import listen
 from dfget.uploader import client, meta
 from dfget.uploader.spawn import ServerStart
 from tests.conftest import FakeSupernode, PeerServer, launch_peer_server, read_first_line
-from tests.helpers import random_bytes, run_dfget, start_dfget, stop_process
+from tests.helpers import eventually, random_bytes, run_dfget, start_dfget, stop_process
 
 P = 4 * 1024 * 1024
 TASK_ID = "24880c54b89402eb273a93e83dafea4c549702070504bec0bc96a1a0bc9cc25c"
@@ -43,15 +43,6 @@ def free_port_in_range() -> int:
                 continue
             return port
     raise RuntimeError("no free port")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def process_gone(pid: int) -> bool:
@@ -114,7 +105,7 @@ def test_signal_reports_service_down_and_keeps_the_files(
     server = peer_server()
     finished = server.add_task("done", b"y" * 100)
     server.finish("done", fake_supernode.address, TASK_ID, CID)
-    assert wait_until((server.data / "done.verified").exists, timeout=5)
+    assert eventually((server.data / "done.verified").exists, timeout=5)
     running = server.add_task("running", b"z" * 100)
     server.proc.send_signal(signum)
     assert server.wait_exit(timeout=10) == 0
@@ -139,7 +130,7 @@ def test_restarted_server_serves_what_it_can_prove_and_drops_the_rest(
     tampered = first.add_task("tampered", content)
     first.finish("tampered", fake_supernode.address, TASK_ID, other_cid)
     for name in ("kept", "tampered"):
-        assert wait_until((first.data / f"{name}.verified").exists, timeout=5)
+        assert eventually((first.data / f"{name}.verified").exists, timeout=5)
     first.proc.send_signal(signal.SIGKILL)  # a crash: no service-down report goes out
     first.wait_exit(timeout=10)
     with open(tampered, "r+b") as fh:  # one byte in the last block, size and mtime kept
@@ -149,9 +140,9 @@ def test_restarted_server_serves_what_it_can_prove_and_drops_the_rest(
     os.utime(tampered, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     second = peer_server(home=first.home)
-    assert wait_until(lambda: served(second, "kept") == 206, timeout=5)  # once proved
+    assert eventually(lambda: served(second, "kept") == 206, timeout=5)  # once proved
     assert second.piece("kept", 0, P - 1, 0, P, Cdnsource="source").body == content[:P]
-    assert wait_until(lambda: served(second, "tampered") == 404, timeout=5)
+    assert eventually(lambda: served(second, "tampered") == 404, timeout=5)
     assert fake_supernode.wait_for(1, timeout=5) == [
         f"/peer/service/down?taskId={TASK_ID}&cid={other_cid}"
     ]
@@ -342,7 +333,7 @@ def spawn_home(tmp_path: Path) -> Iterator[Path]:
     yield home
     for pid in servers_of(home):
         os.kill(pid, signal.SIGTERM)
-    assert wait_until(lambda: not servers_of(home), timeout=10)
+    assert eventually(lambda: not servers_of(home), timeout=10)
 
 
 def spawn(home: Path, name: str, port: int = 0) -> int | None:
@@ -398,7 +389,7 @@ def test_server_start_reuses_and_replaces(spawn_home: Path) -> None:
     [pid] = servers_of(spawn_home)
     os.kill(pid, signal.SIGKILL)  # dies without resetting the meta file
     # Our child: it must be reaped, not linger as a zombie of this process.
-    assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=5)
+    assert eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=5)
     assert not client.ping("127.0.0.1", first)
     second = spawn(spawn_home, "three")
     assert second is not None and client.ping("127.0.0.1", second)
