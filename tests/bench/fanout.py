@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python tests/bench/fanout.py                          # 512 MiB, N = 1,2,4,8,16, both patterns
-    python tests/bench/fanout.py --size-mib 128 --nodes 1,4 --patterns local --no-curl
+    python -m tests.bench.fanout                          # 512 MiB, N = 1,2,4,8,16, both patterns
+    python -m tests.bench.fanout --size-mib 128 --nodes 1,4 --patterns local --no-curl
 
 The origin (tests/origin.py) caps its total egress (default 50 MB/s, shared by all
 connections) and counts requests and body bytes. For each N and supernode pattern (`local`: the
@@ -49,9 +49,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `tests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench import common
 from tests.origin import Origin

@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python tests/bench/p2p.py                    # 1 GiB, 5 runs each
-    python tests/bench/p2p.py --size-mib 256 --runs 3 --profile /tmp/p2p.raw
+    python -m tests.bench.p2p                    # 1 GiB, 5 runs each
+    python -m tests.bench.p2p --size-mib 256 --runs 3 --profile /tmp/p2p.raw
 
 A random file is served by Debian's nginx (the origin, `sendfile on`). `dfget supernode` runs
 the local CDN pattern on 127.0.0.1. Peer 1 pulls the file once (the CDN fetches it from the
@@ -33,9 +33,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `tests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench import common
 

@@ -1,6 +1,6 @@
 """Benchmark: `dfget server` piece uploads against nginx serving the same bytes with ranges.
 
-    python tests/bench/serve.py [--size-mib 1024] [--readers 4] [--rounds 3] [--passes 3]
+    python -m tests.bench.serve [--size-mib 1024] [--readers 4] [--rounds 3] [--passes 3]
 
 A random file is served as 4 MiB pieces to concurrent local readers, once by a real
 `dfget server` (wrapped v1 pieces from the raw service file: head + sendfile + tail) and once by
@@ -26,8 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script: make `tests` importable
-    sys.path.insert(0, str(ROOT))
 
 from dfget.uploader import client  # noqa: E402
 from tests.bench.common import DFGET, NGINX, MiB, make_random_file, nginx  # noqa: E402

@@ -2,11 +2,11 @@
 
 Run from the repository root:
 
-    python tests/bench/simulate.py                                   # the README table
-    python tests/bench/simulate.py --nodes 100,1000,10000 --size-gib 1 --node-gbps 10 \\
+    python -m tests.bench.simulate                                   # the README table
+    python -m tests.bench.simulate --nodes 100,1000,10000 --size-gib 1 --node-gbps 10 \\
         --origin-gbps 1 --pattern local,source --policy ours,v1
-    python tests/bench/simulate.py --nodes 2000 --waves 4 --wave-gap 5 --fail 0.05
-    python tests/bench/simulate.py --validate --measured fanout.json  # vs tests/bench/fanout.py
+    python -m tests.bench.simulate --nodes 2000 --waves 4 --wave-gap 5 --fail 0.05
+    python -m tests.bench.simulate --validate --measured fanout.json  # vs tests/bench/fanout.py
 
 A discrete-event simulation, no network: every decision comes from
 :class:`dfget.supernode.scheduler.Scheduler`, configured and fed the way
@@ -76,9 +76,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `dfget` and `tests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dfget.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
 from dfget.supernode.scheduler import UPSTREAM, Outcome, Scheduler, SchedulerConfig

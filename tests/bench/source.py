@@ -3,8 +3,8 @@ plain Python origin on loopback.
 
 Run from the repository root:
 
-    python tests/bench/source.py              # 1 GiB, 5 runs each, both servers
-    python tests/bench/source.py --size-mib 256 --runs 5 --servers nginx,python
+    python -m tests.bench.source              # 1 GiB, 5 runs each, both servers
+    python -m tests.bench.source --size-mib 256 --runs 5 --servers nginx,python
 
 Each run starts from a comparable page-cache state: the previous output is removed and `sync`
 flushes dirty pages before the timed command. Wall time and peak RSS come from
@@ -19,14 +19,11 @@ Not a pytest module: nothing here is named test_*.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script: make `tests` importable
-    sys.path.insert(0, str(REPO))
 
 from tests.bench.common import (  # noqa: E402
     DFGET,
