@@ -1,0 +1,129 @@
+"""This host's part in the P2P network: its identity, its peer server, the file's hand-over."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
+from dfget.download.output import Outcome, Reporter
+from dfget.errors import (
+    P2PFailedError,
+)
+from dfget.protocol import task_key
+from dfget.units import format_duration
+
+if TYPE_CHECKING:
+    # The P2P side (httpx among it) is imported only by downloads that use it: a
+    # --pattern source download starts ~60 ms sooner.
+    from dfget.download.p2p import Identity, P2PDownload
+    from dfget.uploader.spawn import ServerStart
+
+log = logging.getLogger(__name__)
+
+
+SERVER_DID_NOT_START = "peer server did not start: this download is not served to other peers"
+
+
+@dataclass
+class Peer:
+    """This host's part in the P2P network for one download."""
+
+    identity: Identity
+    server: ServerStart | None  # None: nothing served (cdn pattern)
+
+    @property
+    def server_port(self) -> int:
+        """The port advertised to the supernode; 0: nothing served (cdn pattern, or the peer
+        server could not even be given a port)."""
+        return self.server.port() if self.server is not None else 0
+
+    @property
+    def serving(self) -> bool:
+        return self.server_port > 0
+
+    @property
+    def served(self) -> bool:
+        """Whether the peer server came up and serves this download (waits for its start)."""
+        return self.server is not None and self.server.ready()
+
+
+def nodes_of(settings: Settings) -> list[Node]:
+    return list(settings.nodes or parse_nodes(DEFAULT_NODE))
+
+
+def join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> Peer | None:
+    """Find our address towards the supernodes and our peer server; None: go to the source."""
+    from dfget.download.p2p import REASON_REGISTER_FAILED, Identity, local_ip_towards
+    from dfget.supernode_client import node_order
+
+    nodes = node_order(nodes_of(settings), task_key(settings.url, settings.filters))
+    local_ip = local_ip_towards(nodes)
+    if not local_ip:
+        why = f"no supernode reachable ({', '.join(n.address for n in nodes)}: connection failed)"
+        give_up_p2p(settings, reporter, outcome, REASON_REGISTER_FAILED, why)
+        return None
+    ip = settings.ip or local_ip
+    name = "stdout" if settings.to_stdout else settings.output.name
+    identity = Identity.new(ip, name)
+    if settings.pattern != "p2p":
+        return Peer(identity, None)
+    from dfget.uploader.spawn import ServerStart
+
+    peer = Peer(
+        identity,
+        ServerStart(
+            settings.home,
+            ip=ip,
+            port=settings.port,
+            expiretime=settings.expiretime,
+            alivetime=settings.alivetime,
+            cache_budget=settings.cache_budget,
+            cache_min_free=settings.cache_min_free,
+            totallimit=settings.totallimit,
+            verbose=settings.verbose,
+            task_file_name=identity.task_file_name,
+        ),
+    )
+    if not peer.serving:
+        reporter.note(SERVER_DID_NOT_START)
+    return peer
+
+
+def give_up_p2p(
+    settings: Settings, reporter: Reporter, outcome: Outcome, reason: int, why: str
+) -> None:
+    outcome.reason = reason
+    if settings.notbs:
+        outcome.reason = reason + 1000
+        raise P2PFailedError(f"P2P download failed and --notbs forbids the source: {why}")
+    outcome.accounting.why_source(why)
+    reporter.note(f"{why}: downloading from the source")
+
+
+def announce_finished(
+    settings: Settings, peer: Peer | None, p2p: P2PDownload, outcome: Outcome
+) -> None:
+    """Tell our peer server the file is complete and verified; say for how long it is served."""
+    registration = p2p.state.registration
+    if peer is None or not peer.served or registration is None:
+        return
+    from dfget.uploader import client
+
+    supernode = registration.node.address
+    host = client.loopback_for(peer.identity.ip)
+    if client.finish(
+        host,
+        peer.server_port,
+        peer.identity.task_file_name,
+        registration.task_id,
+        peer.identity.cid,
+        supernode,
+    ):
+        address = f"[{peer.identity.ip}]" if ":" in peer.identity.ip else peer.identity.ip
+        outcome.serving = f"serving pieces on {address}:{peer.server_port} " + (
+            f"for at most {format_duration(settings.expiretime)} after their last use"
+            if settings.expiretime
+            else "while they fit the cache budget (least recently used dropped first)"
+        )
