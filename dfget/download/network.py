@@ -3,27 +3,61 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
 from dfget.download.output import Outcome, Reporter
-from dfget.errors import (
-    P2PFailedError,
-)
+from dfget.errors import P2PFailedError
 from dfget.protocol import task_key
 from dfget.units import format_duration
 
 if TYPE_CHECKING:
     # The P2P side (httpx among it) is imported only by downloads that use it: a
     # --pattern source download starts ~60 ms sooner.
-    from dfget.download.p2p import Identity, P2PDownload
+    from dfget.download.p2p import P2PDownload
     from dfget.uploader.spawn import ServerStart
 
 log = logging.getLogger(__name__)
 
 
 SERVER_DID_NOT_START = "peer server did not start: this download is not served to other peers"
+
+
+CONNECT_TIMEOUT = 1.0
+
+
+@dataclass(slots=True)
+class Identity:
+    """Names of this download on the wire."""
+
+    ip: str
+    sign: str
+    cid: str
+    task_file_name: str
+
+    @classmethod
+    def new(cls, ip: str, output_name: str) -> Identity:
+        sign = f"{os.getpid()}-{time.time():.3f}"
+        # The name becomes a URL path segment on our peer server: keep it plain.
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", output_name).lstrip(".") or "file"
+        return cls(ip, sign, f"{ip}-{sign}", f"{name}-{sign}")
+
+
+def local_ip_towards(nodes: Sequence[Node]) -> str:
+    """The local address of the first supernode that accepts a TCP connection ('' if none)."""
+    for node in nodes:
+        try:
+            with socket.create_connection((node.host, node.port), timeout=CONNECT_TIMEOUT) as sock:
+                return str(sock.getsockname()[0])
+        except OSError as exc:
+            log.info("supernode %s not reachable: %s", node.address, exc.strerror or exc)
+    return ""
 
 
 @dataclass
@@ -55,7 +89,7 @@ def nodes_of(settings: Settings) -> list[Node]:
 
 def join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> Peer | None:
     """Find our address towards the supernodes and our peer server; None: go to the source."""
-    from dfget.download.p2p import REASON_REGISTER_FAILED, Identity, local_ip_towards
+    from dfget.download.p2p import REASON_REGISTER_FAILED
     from dfget.supernode_client import node_order
 
     nodes = node_order(nodes_of(settings), task_key(settings.url, settings.filters))

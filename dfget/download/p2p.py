@@ -10,10 +10,8 @@ checked (length, frame, md5) before it is written; metrics are sent once.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -67,6 +65,9 @@ from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pendin
 if TYPE_CHECKING:
     from dfget.uploader.spawn import ServerStart
 
+from dfget.download.network import Identity
+from dfget.download.pacing import STALL_SECONDS, Backoff, StallWatch, WorkerPool
+
 log = logging.getLogger(__name__)
 
 # v1 back-source reasons.
@@ -75,14 +76,12 @@ REASON_REGISTER_FAILED = 1
 REASON_P2P_ERROR = 3
 REASON_NO_SUPERNODE = 8
 
-STALL_SECONDS = 30.0
 MAX_PIECE_FAILURES = 5
 RATE_REFRESH_SECONDS = 3.0
 MAX_IN_FLIGHT = 4  # the v1 supernode runs at most 4 pieces per client
 MERGE_RUNNING = 2  # after a stored piece, pull only when at most this many still run (v1)
 IDLE_PULL_SECONDS = 2.0  # pull at least this often while pieces run
 RELEASE_GATHER_SECONDS = 0.02  # origin slots freed within this time go with one pull
-CONNECT_TIMEOUT = 1.0
 
 
 class P2PFallback(Exception):
@@ -91,34 +90,6 @@ class P2PFallback(Exception):
     def __init__(self, reason: int, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(slots=True)
-class Identity:
-    """Names of this download on the wire."""
-
-    ip: str
-    sign: str
-    cid: str
-    task_file_name: str
-
-    @classmethod
-    def new(cls, ip: str, output_name: str) -> Identity:
-        sign = f"{os.getpid()}-{time.time():.3f}"
-        # The name becomes a URL path segment on our peer server: keep it plain.
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", output_name).lstrip(".") or "file"
-        return cls(ip, sign, f"{ip}-{sign}", f"{name}-{sign}")
-
-
-def local_ip_towards(nodes: Sequence[Node]) -> str:
-    """The local address of the first supernode that accepts a TCP connection ('' if none)."""
-    for node in nodes:
-        try:
-            with socket.create_connection((node.host, node.port), timeout=CONNECT_TIMEOUT) as sock:
-                return str(sock.getsockname()[0])
-        except OSError as exc:
-            log.info("supernode %s not reachable: %s", node.address, exc.strerror or exc)
-    return ""
 
 
 @dataclass
@@ -335,13 +306,13 @@ class P2PDownload:
 
     def _loop(self) -> int:
         report = _Report()
-        backoff = _Backoff()
+        backoff = Backoff()
         in_flight: dict[int, PieceTask] = {}
         reassigned: dict[int, PieceTask] = {}
         pending: deque[_Report] = deque()
-        stall = _StallWatch(self.progress)
+        stall = StallWatch(self.progress)
         failures: dict[int, int] = {}
-        workers = _WorkerPool(MAX_IN_FLIGHT, self._fetch_into_results)
+        workers = WorkerPool(MAX_IN_FLIGHT, self._fetch_into_results)
         try:
             while True:
                 if self.cancel.expired():
@@ -428,7 +399,7 @@ class P2PDownload:
         reassigned: dict[int, PieceTask],
         pending: deque[_Report],
         failures: dict[int, int],
-        workers: _WorkerPool,
+        workers: WorkerPool,
     ) -> tuple[_Report, bool]:
         """Handle piece results until the next pull is due; returns what it reports and
         whether a piece landed meanwhile.
@@ -816,68 +787,6 @@ class P2PDownload:
         self._reporter.join(timeout=3)
         self._announcer.shutdown(wait=True)
         self.http.close()
-
-
-class _Backoff:
-    """602 backoff: 50-100 ms doubling up to 0.8-1.6 s, reset when a piece lands."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._low = 0.05
-
-    def next(self) -> float:
-        value = random.uniform(self._low, self._low * 2)
-        self._low = min(self._low * 2, 0.8)
-        return value
-
-
-class _StallWatch:
-    """A stall is no new byte for STALL_SECONDS: a slow holder still counts as progress."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.seen = progress.done
-        self.at = time.monotonic()
-
-    def stalled(self) -> bool:
-        now = time.monotonic()
-        if self.progress.done != self.seen:
-            self.seen, self.at = self.progress.done, now
-        return now - self.at > STALL_SECONDS
-
-
-class _WorkerPool:
-    """Fetch threads, each with its own piece-sized buffer."""
-
-    def __init__(self, size: int, work: Any) -> None:
-        self._queue: queue.SimpleQueue[PieceTask | None] = queue.SimpleQueue()
-        self._work = work
-        self._threads = [
-            threading.Thread(target=self._run, daemon=True, name=f"piece-{i}") for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, task: PieceTask) -> None:
-        self._queue.put(task)
-
-    def _run(self) -> None:
-        buffer = bytearray()
-        while True:
-            task = self._queue.get()
-            if task is None:
-                return
-            if len(buffer) < task.piece_size:
-                buffer = bytearray(task.piece_size)
-            self._work(task, buffer)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
 
 
 def _b64_file(path: str) -> str:

@@ -13,17 +13,11 @@ from dfget.download.accounting import RESUMED
 from dfget.download.output import Outcome, Reporter
 from dfget.download.resume import Journal, collect_garbage
 from dfget.download.target import Target, work_path_beside
-from dfget.errors import (
-    DigestMismatchError,
-)
+from dfget.errors import DigestMismatchError
 from dfget.protocol import task_key
 
 if TYPE_CHECKING:
     from dfget.download.network import Peer
-
-    # The P2P side (httpx among it) is imported only by downloads that use it: a
-    # --pattern source download starts ~60 ms sooner.
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -20,12 +19,8 @@ from dfget.errors import (
 from dfget.redact import redact_url
 
 if TYPE_CHECKING:
-    # The P2P side (httpx among it) is imported only by downloads that use it: a
-    # --pattern source download starts ~60 ms sooner.
     from dfget.download.p2p import Delivery, P2PDownload
     from dfget.download.resumption import Resumption
-
-log = logging.getLogger(__name__)
 
 
 def verify_digests(
