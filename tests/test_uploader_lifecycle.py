@@ -415,3 +415,30 @@ def test_server_start_moves_off_a_fixed_port_held_by_another_program(spawn_home:
     assert started is not None and started != port and 15000 <= started <= 65000
     assert client.ping("127.0.0.1", started)
     assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]
+
+
+def test_deleting_the_output_keeps_the_file_served_but_not_a_rewrite(
+    peer_server: StartServer, fake_supernode: FakeSupernode, tmp_path: Path
+) -> None:
+    """dfdaemon deletes the output once it has handed it over; the output is a hard link of the
+    served file, so its change time moves. That alone must not end the serving (every block
+    still matches the record); a rewrite that restores size and mtime still does."""
+    server = peer_server()
+    content = random_bytes(5 * 1024 * 1024, seed=9)
+    for name in ("linked", "rewritten"):
+        server.add_task(name, content)
+        server.finish(name, fake_supernode.address, TASK_ID, CID)
+        assert eventually((server.data / f"{name}.verified").exists, timeout=5)
+    for name in ("linked", "rewritten"):
+        output = tmp_path / f"{name}.out"
+        os.link(server.data / f"{name}.service", output)
+        output.unlink()  # as dfdaemon does once docker has the layer
+    rewritten = server.data / "rewritten.service"
+    stat = rewritten.stat()
+    with open(rewritten, "r+b") as fh:
+        fh.seek(len(content) - 1)
+        fh.write(b"\0" if content[-1:] != b"\0" else b"\1")
+    os.utime(rewritten, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert server.piece("linked", 0, P - 1, 0, P, Cdnsource="source").body == content[:P]
+    assert served(server, "rewritten") == 404
+    assert fake_supernode.wait_for(1, timeout=5) == [DOWN]

@@ -4,7 +4,9 @@ A task is registered by ``/check/`` (unfinished: the downloader is writing piece
 service file and may hand them out as soon as they are reported) and finished by
 ``/client/finish``, which pins the file's fingerprint (size, mtime, change time, inode). A
 finished file that no longer matches its fingerprint was modified after it was verified (the
-user's output may be a hard link of it), so it is dropped rather than served. Only
+user's output may be a hard link of it), so it is dropped rather than served; when only its
+change time moved (the user deleted or linked the output), it is proved block by block against
+its restart record instead, and served on if every block matches. Only
 ``<data dir>/<name>.service`` of a registered name is ever opened, without following symlinks,
 and only that path is ever deleted.
 """
@@ -57,8 +59,8 @@ class Fingerprint:
     """What identifies the exact bytes of a file without reading them.
 
     The change time is there because nobody can set it: a write followed by ``touch -r``
-    (or ``cp -p`` onto the output) restores size and mtime, never ctime. Renaming or linking
-    the output changes it too; the file is then merely no longer served.
+    (or ``cp -p`` onto the output) restores size and mtime, never ctime. Deleting or linking
+    the output changes it too: such a file is proved again before it is served on.
     """
 
     size: int
@@ -192,13 +194,11 @@ class TaskStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or not _opened_inside(fd, task.data_dir):
                 raise Unservable(404, "file not found")
-            with self._lock:
-                changed = task.finished and Fingerprint.of(st) != task.fingerprint
-                if not changed:
-                    task.last_access = self.clock()
-            if changed:
+            if task.finished and not self._still_verified(task, Fingerprint.of(st)):
                 self.drop(task, "its service file changed after it was verified")
                 raise Unservable(404, "file not found")
+            with self._lock:
+                task.last_access = self.clock()
         except BaseException:
             os.close(fd)
             raise
@@ -333,6 +333,29 @@ class TaskStore:
         if task.finished:
             self._on_drop(task)
 
+    def _still_verified(self, task: Task, seen: Fingerprint) -> bool:
+        """Whether a finished file is still the verified bytes. Only a new change time (the
+        user deleted or linked its output, which is a hard link of it) is forgiven, once every
+        block has been proved against the restart record again; the new fingerprint is then
+        pinned. A new size, mtime or inode is final."""
+        pinned = task.fingerprint
+        if pinned is None or seen == pinned:
+            return pinned is not None
+        if (seen.size, seen.mtime_ns, seen.inode) != (pinned.size, pinned.mtime_ns, pinned.inode):
+            return False
+        found = records.read(task.data_dir, task.name)
+        proved = self._prove(task, found[0]) if found is not None else None
+        if proved is None or (proved.size, proved.mtime_ns, proved.inode) != (
+            pinned.size,
+            pinned.mtime_ns,
+            pinned.inode,
+        ):
+            return False
+        with self._lock:
+            task.fingerprint = proved
+        log.info("%s: its output link changed; every block still matches, still served", task.name)
+        return True
+
     def _prove(self, task: Task, record: Record) -> Fingerprint | None:
         try:
             fd = os.open(task.path, _OPEN_FLAGS)
@@ -381,10 +404,10 @@ class TaskStore:
         except OSError:
             return None
         seen = Fingerprint.of(st)
+        if task.finished and not self._still_verified(task, seen):
+            return "its service file changed after it was verified", True
         with self._lock:
             if task.finished:
-                if seen != task.fingerprint:
-                    return "its service file changed after it was verified", True
                 if (
                     self.expiretime > 0
                     and now - max(task.last_access, st.st_mtime) > self.expiretime
