@@ -605,7 +605,7 @@ def server(**values: object) -> None:
 @click.option(
     "--max-connections",
     type=click.IntRange(16, 65536),
-    default=1024,
+    default=4096,
     show_default=True,
     help="Open connections per port (a thread each); beyond, 503 at once.",
 )

@@ -10,6 +10,7 @@ first byte however slowly it drips.
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 import socket
 import threading
@@ -63,21 +64,29 @@ class Server(ThreadingHTTPServer):
         self.server_address = sock.getsockname()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection, or 503 at once when ``max_connections`` are open."""
-        if not self._connections.acquire(blocking=False):
+        """A thread for the connection, or 503 at once when ``max_connections`` are open.
+        This host's own connections always get one: strangers holding every slot must not
+        make our dfget believe its peer server is dead (and start another)."""
+        slot = self._connections.acquire(blocking=False)
+        if not slot and not _from_this_host(request, client_address):
             self._refuse(request, client_address)
             return
+        thread = threading.Thread(
+            target=self._serve_connection, args=(request, client_address, slot), daemon=True
+        )
         try:
-            super().process_request(request, client_address)
+            thread.start()
         except BaseException:
-            self._connections.release()
+            if slot:
+                self._connections.release()
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _serve_connection(self, request: Any, client_address: Any, slot: bool) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            self.process_request_thread(request, client_address)
         finally:
-            self._connections.release()
+            if slot:
+                self._connections.release()
 
     def _refuse(self, request: socket.socket, client_address: Any) -> None:
         try:
@@ -179,6 +188,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def is_local_caller(peer: str, local: str) -> bool:
+    """Whether a connection comes from this host: loopback, or from the very address it
+    reached (a Go dfget talks to its own server through the IP it advertises)."""
+    try:
+        peer_ip, local_ip = (_unmapped(ipaddress.ip_address(value)) for value in (peer, local))
+    except ValueError:
+        return False
+    return peer_ip.is_loopback or peer_ip == local_ip
+
+
+def _unmapped(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _from_this_host(request: socket.socket, client_address: Any) -> bool:
+    try:
+        return is_local_caller(client_address[0], request.getsockname()[0])
+    except (OSError, IndexError):
+        return False
 
 
 class _HeadClock(io.RawIOBase):

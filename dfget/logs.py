@@ -7,6 +7,7 @@ Request headers are never logged wholesale: user headers may carry credentials.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
@@ -23,6 +24,11 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotating log that several processes append to: dfdaemon runs one dfget per blob, all
     writing ``dfclient.log``. When another process has rotated the file, reopen it rather than
     rotate again (which would throw away the backup that process just made)."""
+
+    def _open(self) -> io.TextIOWrapper:  # logging API
+        """The log file, created 0600 (rotation makes a new one)."""
+        touch_private(Path(self.baseFilename))
+        return super()._open()
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:  # logging API
         stream = self.stream

@@ -16,7 +16,7 @@ from dfget.uploader.cache import (
     Limits,
     evictions,
 )
-from dfget.uploader.lifecycle import IDLE_EXIT, exit_reason
+from dfget.uploader.lifecycle import IDLE_EXIT, MIN_GC_PERIOD, exit_reason, idle_exit_in
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.service import Clock, Uploader
 from dfget.uploader.store import Task, TaskStore
@@ -178,3 +178,15 @@ def test_restore_proves_every_block(tmp_path: Path, clock: FakeClock) -> None:
     fd, size = restarted.open("good")
     os.close(fd)
     assert size == 9 * MiB
+
+
+def test_a_long_idle_server_that_serves_does_not_spin(tmp_path: Path, clock: FakeClock) -> None:
+    """Idle past IDLE_EXIT while serving: the main loop must still sleep a whole period (it
+    once computed a negative wait and woke every 10 ms)."""
+    server = uploader(tmp_path, clock)
+    server.store.register("served")
+    clock.advance(IDLE_EXIT * 3)
+    assert idle_exit_in(server, ServerOptions()) >= MIN_GC_PERIOD
+    assert idle_exit_in(server, ServerOptions(alivetime=300.0)) >= MIN_GC_PERIOD
+    server.store.drop(server.store.tasks()[0], "test")
+    assert idle_exit_in(server, ServerOptions()) == MIN_GC_PERIOD  # exits at the next look

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from dfget.httpserver import is_local_caller
 from dfget.ratelimit import TokenBucket
 from dfget.uploader import client, meta, ports
 from dfget.uploader.lifecycle import gc_period
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.ratelimit import grant
 from dfget.uploader.sender import wants_zstd
-from dfget.uploader.service import Uploader, is_local_caller
+from dfget.uploader.service import Uploader
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
 from tests.helpers import FakeClock
 

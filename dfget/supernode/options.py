@@ -21,7 +21,7 @@ class SupernodeOptions:
     up_limit: int = 5
     down_limit: int = 4
     cdn_limit: int = 4
-    max_connections: int = 1024  # per port; beyond, 503
+    max_connections: int = 4096  # per port (each downloading client keeps one); beyond, 503
     max_tasks: int = 10_000
     max_clients: int = 10_000  # per task
     max_file_length: int = 64 * 1024**3  # a source claiming more is refused

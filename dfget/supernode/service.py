@@ -143,6 +143,11 @@ class Supernode:
                 if registration.cid not in task.clients and clients >= self.options.max_clients:
                     reason = f"task {tid} has {clients} clients (--max-clients)"
                     return self._refused(reason, logging.WARNING)
+                if task.cdn_status is CdnStatus.FAILED and self._local:
+                    try:
+                        self._check_fetches()
+                    except OverLimit as exc:
+                        return self._refused(str(exc), logging.WARNING)
                 self._tasks.setdefault(tid, task)
                 self._add_client(task, registration, local_ip, now)
                 if task.cdn_status in (CdnStatus.WAITING, CdnStatus.FAILED):
@@ -186,6 +191,11 @@ class Supernode:
         """Called with the lock held before a new task's source is contacted."""
         if len(self._tasks) >= self.options.max_tasks:
             raise OverLimit(f"{len(self._tasks)} tasks already (--max-tasks)")
+        self._check_fetches()
+
+    def _check_fetches(self) -> None:
+        """Called with the lock held before a source is fetched (a new task, or a failed CDN
+        fetched again)."""
         fetching = self._probing + sum(
             task.cdn_status is CdnStatus.RUNNING for task in self._tasks.values()
         )
@@ -202,9 +212,11 @@ class Supernode:
             )
         if not self._local:
             return
+        # A length still unknown (chunked source) may become --max-file-length.
+        most = self.options.max_file_length
         with self._lock:
-            held = sum(max(task.length, 0) for task in self._tasks.values())
-        if held + max(length, 0) > self.options.max_cdn_bytes:
+            held = sum(task.length if task.length >= 0 else most for task in self._tasks.values())
+        if held + (length if length >= 0 else most) > self.options.max_cdn_bytes:
             raise OverLimit(
                 f"the CDN holds {held} bytes; {length} more would pass {self.options.max_cdn_bytes}"
                 " (--max-cdn-bytes)"

@@ -146,15 +146,25 @@ def _wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
         reason = exit_reason(uploader, options)
         if reason is not None:
             return reason
-        wait = min(next_gc - clock.monotonic(), _until_idle_exit(uploader, options))
+        wait = min(next_gc - clock.monotonic(), idle_exit_in(uploader, options))
         info = signal.sigtimedwait(SIGNALS, max(wait, 0.01))
         if info is not None:
             return f"received {signal.Signals(info.si_signo).name}"
 
 
-def _until_idle_exit(uploader: Uploader, options: ServerOptions) -> float:
-    alivetime = options.alivetime if options.alivetime is not None else IDLE_EXIT
-    return alivetime - uploader.idle_for() if alivetime > 0 else MAX_GC_PERIOD
+def idle_exit_in(uploader: Uploader, options: ServerOptions) -> float:
+    """How long the main loop may sleep before :func:`exit_reason` could say otherwise; never
+    less than MIN_GC_PERIOD (a server that serves something and has been idle for long must
+    not spin)."""
+    if options.alivetime is None:
+        if uploader.store.tasks():
+            return MAX_GC_PERIOD  # serving: only the next pass can change that
+        limit = IDLE_EXIT
+    else:
+        limit = options.alivetime
+    if limit <= 0:
+        return MAX_GC_PERIOD
+    return max(limit - uploader.idle_for(), MIN_GC_PERIOD)
 
 
 def _bound(seconds: float | None, unset: str = "by the cache budget") -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def record_path(data_dir: Path, name: str) -> Path:
 def write(data_dir: Path, name: str, record: Record, last_use: float) -> None:
     """Write the record atomically (0600), its mtime set to ``last_use``."""
     path = record_path(data_dir, name)
-    temp = data_dir / f".{name}{RECORD_SUFFIX}.{os.getpid()}.tmp"
+    temp = data_dir / f".record.{os.getpid()}.{threading.get_ident()}.tmp"  # short: any name fits
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temp, flags, 0o600)
     try:

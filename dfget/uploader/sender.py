@@ -26,6 +26,7 @@ ZSTD_LEVEL = 3
 MIN_SAVING = 0.10
 SAMPLE_SIZE = 64 * 1024
 COMPRESS_CHUNK = 1024 * 1024
+SEND_CHUNK = 256 * 1024
 COMPRESSORS = max(2, os.cpu_count() or 2)  # pieces compressed at once
 
 
@@ -174,13 +175,13 @@ def _compressed(body: Body) -> bytes | None:
 
 
 def _send_bytes(sock: _Deadline, data: bytes, bucket: TokenBucket | None) -> None:
-    if bucket is None:
-        sock.sendall(data)
-        return
+    """In chunks, so that the idle timeout bounds each write, not the whole frame."""
     view = memoryview(data)
-    for start in range(0, len(view), bucket.chunk):
-        chunk = view[start : start + bucket.chunk]
-        bucket.consume(len(chunk))
+    step = bucket.chunk if bucket is not None else SEND_CHUNK
+    for start in range(0, len(view), step):
+        chunk = view[start : start + step]
+        if bucket is not None:
+            bucket.consume(len(chunk))
         sock.sendall(chunk)
 
 

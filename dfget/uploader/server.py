@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 from dfget import PROTOCOL_VERSION
-from dfget.httpserver import Handler, Server
+from dfget.httpserver import Handler, Server, is_local_caller
 from dfget.pieces import (
     TAIL,
     FramingError,
@@ -29,7 +29,7 @@ from dfget.pieces import (
 from dfget.protocol import CDN_SOURCE_SOURCE
 from dfget.uploader import sender
 from dfget.uploader.pending import pending_path, wait_until_stored
-from dfget.uploader.service import Uploader, is_local_caller
+from dfget.uploader.service import Uploader
 from dfget.uploader.store import Unservable, task_name
 
 log = logging.getLogger(__name__)

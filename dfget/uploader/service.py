@@ -7,7 +7,6 @@ grant, when the server counts as idle) read as plain code and can be tested with
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import threading
 import time
@@ -156,21 +155,3 @@ class Uploader:
     def idle_for(self) -> float:
         with self._lock:
             return 0.0 if self._active else self.clock.monotonic() - self._last_activity
-
-
-def is_local_caller(peer: str, local: str) -> bool:
-    """Whether a connection comes from this host: loopback, or from the very address it
-    reached (a Go dfget talks to its own server through the IP it advertises)."""
-    try:
-        peer_ip, local_ip = (_unmapped(ipaddress.ip_address(value)) for value in (peer, local))
-    except ValueError:
-        return False
-    return peer_ip.is_loopback or peer_ip == local_ip
-
-
-def _unmapped(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip

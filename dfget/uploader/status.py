@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def write(meta_dir: Path, store: TaskStore, limits: Limits | None, port: int) ->
         "downloading": running,
     }
     path = meta_dir / STATUS_FILE
-    temp = meta_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
+    temp = meta_dir / f".{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         temp.write_text(json.dumps(status, indent=1) + "\n")
         os.chmod(temp, 0o600)

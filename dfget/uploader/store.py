@@ -130,6 +130,7 @@ class TaskStore:
         self._on_drop = on_drop
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
+        self._budget_lock = threading.Lock()
 
     def get(self, name: str) -> Task | None:
         return self._tasks.get(name)
@@ -221,7 +222,12 @@ class TaskStore:
         self._save_last_uses()
 
     def enforce_budget(self) -> None:
-        """Drop least recently used finished files while the budget or free space needs it."""
+        """Drop least recently used finished files while the budget or free space needs it
+        (one pass at a time: two would both read the free space before either deletes)."""
+        with self._budget_lock:
+            self._enforce_budget()
+
+    def _enforce_budget(self) -> None:
         try:
             limits = self.policy.limits(self.data_dir)
         except OSError as exc:
