@@ -470,7 +470,7 @@ def cli(ctx: click.Context, /, **values: object) -> None:
 
     dfget registers the download with a supernode, pulls pieces from peers that already hold
     them (or the supernode's CDN), falls back to the source URL when it must, verifies the
-    digest, and keeps serving its pieces to other peers for a while.
+    digest, and keeps serving its pieces to other peers while they fit the cache budget.
     """
     if ctx.invoked_subcommand is not None:
         return

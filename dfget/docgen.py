@@ -18,8 +18,8 @@ MAN_DESCRIPTION = """\
 dfget downloads a file through a Dragonfly v1 P2P network. It registers the download with a
 supernode, pulls pieces in parallel from peers that already hold them (or from the supernode's
 CDN), falls back to the source URL only for what the network cannot deliver, verifies the
-digest, and then serves its own pieces to other peers for a while through its peer server
-(dfget server).
+digest, and then serves its own pieces to other peers through its peer server (dfget server)
+while they fit the host's cache budget, least recently used dropped first.
 .PP
 The file is written to a hidden temporary file beside the destination (in P2P mode, to the peer
 server's data directory), verified, synced and renamed into place: a failed, interrupted or
@@ -70,7 +70,7 @@ MAN_EXAMPLES = [
         "As dfdaemon runs it:",
         "dfget -u URL -o /var/lib/dfdaemon/repo/<name> "
         "--home /var/lib/dragonfly-dfdaemon/dfget \\\\\n"
-        "      --ip 10.0.0.5 --port 15001 --expiretime 3m0s --alivetime 5m0s --dfdaemon \\\\\n"
+        "      --ip 10.0.0.5 --port 15001 --cache-budget 20GB --dfdaemon \\\\\n"
         '      -s 20M --totallimit 20M --node sn1:8002 --header "Authorization:Bearer <token>"',
     ),
     (
