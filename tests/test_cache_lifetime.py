@@ -141,3 +141,22 @@ def test_budget_of_two_and_a_half_files_keeps_the_two_most_recent(
     node1 = f"127.0.0.1:{port}"
     assert all(h["address"] != node1 for h in result["holders"]), result["holders"]  # type: ignore[attr-defined]
     assert by_kind(result)["cdn"] == size
+
+
+def test_node_one_still_seeds_after_its_output_is_deleted(
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
+) -> None:
+    """dfdaemon deletes each blob once docker has it; the output is a hard link of the file the
+    peer server serves (same filesystem), so deleting it must not end the seeding."""
+    data = random_bytes(SIZE, seed=8)
+    url = origin.add("/v2/app/blobs/sha256-handed-over", data)
+    node = supernode(cdn_pattern="source")
+    peers.run("n1", url, node.node, timers=False)
+    output = peers.root / "out" / "n1.bin"
+    assert output.stat().st_nlink == 2  # the output is the served file
+    output.unlink()
+    before = len(origin.stats.requests)
+    second = peers.run("n2", url, node.node)
+    assert len(origin.stats.requests) == before
+    assert by_kind(second)["peer"] == SIZE
+    assert peers.output("n2") == data
