@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from dfget.httpserver import HEAD_TIMEOUT, MAX_CONNECTIONS
 from dfget.protocol import task_id
 from dfget.uploader import sender
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
-from tests.helpers import peak_rss, random_bytes
+from tests.helpers import RawServer, peak_rss, random_bytes
 from tests.netns import run_in_private_network
 from tests.origin import Origin
 
@@ -163,42 +162,31 @@ def test_an_upload_to_a_reader_slower_than_its_deadline_is_abandoned(tmp_path: P
 # ---- the supernode -----------------------------------------------------------------------------
 
 
-class LyingOrigin:
+class LyingOrigin(RawServer):
     """Claims ``length`` bytes for every path (206 with a Content-Range to a range probe),
     sends a few, and hangs up."""
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(self._lie)
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> LyingOrigin:
-        self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.sock.close()
+        self.close()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    request = conn.recv(65536)
-                    if b"range: bytes=0-0" in request.lower():
-                        head = (
-                            "HTTP/1.1 206 Partial Content\r\nContent-Length: 1\r\n"
-                            f"Content-Range: bytes 0-0/{self.length}\r\n\r\n"
-                        )
-                    else:
-                        head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n\r\n"
-                    conn.sendall(head.encode() + b"x" * 1000)
-                except OSError:
-                    pass
+    def _lie(self, conn: socket.socket) -> None:
+        request = conn.recv(65536)
+        if b"range: bytes=0-0" in request.lower():
+            head = (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 1\r\n"
+                f"Content-Range: bytes 0-0/{self.length}\r\n\r\n"
+            )
+        else:
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n\r\n"
+        conn.sendall(head.encode() + b"x" * 1000)
 
 
 def register(node: SupernodeProcess, url: str, cid: str) -> dict[str, object]:

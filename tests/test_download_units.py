@@ -12,6 +12,7 @@ import pytest
 
 from dfget.download.target import Target
 from dfget.httpwire import Endpoint, Pool
+from tests.helpers import RawServer
 
 
 @pytest.fixture
@@ -58,34 +59,15 @@ def test_a_range_is_never_seen_complete_before_it_is(tmp_path: Path, fast_switch
     assert wrong == 0
 
 
-class ClosingServer:
-    """Answers one request per connection, then closes it without saying so (as a server
-    does when its keep-alive timeout passes while the connection sits in our pool)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _answer(conn: socket.socket) -> None:
-        with conn:
-            if conn.recv(65536):
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+def answer_once(conn: socket.socket) -> None:
+    """One answer, then the connection closes without saying so (as a server does when its
+    keep-alive timeout passes while the connection sits in our pool)."""
+    if conn.recv(65536):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 def test_a_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
-    server = ClosingServer()
+    server = RawServer(answer_once)
     pool = Pool(timeout=5)
     endpoint = Endpoint("http", "127.0.0.1", server.port, "/")
     try:
@@ -98,4 +80,4 @@ def test_a_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
         assert server.connections == 3
     finally:
         pool.close()
-        server.sock.close()
+        server.close()

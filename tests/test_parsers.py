@@ -5,7 +5,6 @@ returns a value that obeys its contract or refuses with its own error, whatever 
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from dfget.pieces import MAX_PIECE_SIZE, MiB, PieceRange, parse_content_range
 from dfget.protocol import decimal
 from dfget.supernode.fileserver import Unsatisfiable, byte_range
 from dfget.supernode_client import PieceTask, Registration, SupernodeError
+from tests.helpers import RawServer
 
 ODD_DIGITS = "0123456789²³٣߃ _+-x.e"
 FUZZ = settings(max_examples=300, deadline=None)
@@ -91,32 +91,23 @@ def test_chunk_size_lines(line: bytes) -> None:
     assert all(c in b"0123456789abcdefABCDEF" for c in text)
 
 
-class OneShotServer:
+class OneShotServer(RawServer):
     """Answers every connection with ``reply`` and closes; for response-head fuzzing."""
 
     def __init__(self) -> None:
         self.reply = b""
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(self._reply)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(self.reply)
+    def _reply(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(self.reply)
 
 
 @pytest.fixture(scope="module")
 def one_shot() -> Iterator[OneShotServer]:
     server = OneShotServer()
     yield server
-    server.sock.close()
+    server.close()
 
 
 HEAD_PARTS = st.sampled_from(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from dfget.uploader.ratelimit import grant
 from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, RawServer
 
 
 @pytest.fixture
@@ -260,31 +259,22 @@ def test_meta_lock_times_out_while_held(tmp_path: Path) -> None:
         assert held
 
 
-class Recorder:
+class Recorder(RawServer):
     """A one-shot HTTP endpoint that records the raw request head and answers ``body``."""
 
     def __init__(self, body: bytes) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.body = body
         self.heads: list[bytes] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(self._record)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(4096)
-                self.heads.append(data.split(b"\r\n\r\n")[0])
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body)
-                )
+    def _record(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        self.heads.append(data.split(b"\r\n\r\n")[0])
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body)
+        )
 
 
 @pytest.fixture
@@ -297,7 +287,7 @@ def recorder() -> Iterator[Callable[[bytes], Recorder]]:
 
     yield make
     for rec in made:
-        rec.sock.close()
+        rec.close()
 
 
 def test_client_requests_look_like_v1(recorder: Callable[[bytes], Recorder]) -> None:
