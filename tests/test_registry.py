@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import ExitCode
+from dfget.prewarm import sha256_file
 from tests.conftest import SupernodeFactory
 from tests.helpers import DFGET, run_dfget
 from tests.peers import Peers
@@ -117,14 +118,6 @@ def nodes(tmp_path: Path) -> Iterator[NodePeers]:
     group.stop_servers()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def check_result(result: dict[str, object], digest: str, size: int) -> dict[str, int]:
     """The run verified the URL's sha256 and accounts for every byte; returns bytes per kind."""
     assert result["success"] and result["length"] == size, result
@@ -147,7 +140,7 @@ def pull_three(hub: Hub, nodes: NodePeers, node: str) -> dict[str, list[dict[str
             later = [run.result() for run in runs]
         kinds = [check_result(r, layer.digest, layer.size) for r in (first, *later)]
         for name in "abc":
-            assert sha256_of(nodes.file(name, layer.digest)) == layer.digest
+            assert sha256_file(nodes.file(name, layer.digest)) == layer.digest
         report[layer.digest] = kinds
     return report
 
@@ -176,7 +169,7 @@ def test_direct_pull_of_each_layer(hub: Hub, tmp_path: Path) -> None:
         assert result.returncode == ExitCode.OK, result.stderr.decode()[-2000:]
         by_kind = check_result(json.loads(result.stdout), layer.digest, layer.size)
         assert by_kind["source"] == layer.size
-        assert sha256_of(out) == layer.digest
+        assert sha256_file(out) == layer.digest
         assert layer.size <= hub.served(layer.digest) <= layer.size * 1.05
         report[layer.digest] = [by_kind]
     print_figures("direct", hub, report)
@@ -311,7 +304,7 @@ def test_prewarm_seeds_a_node_for_its_peers(
     lines = [line for line in result.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
     assert len(lines) == len(blobs) and all(line.startswith("ok ") for line in lines), lines
     for blob in blobs:
-        assert sha256_of(out / f"sha256-{blob.hex}") == blob.digest
+        assert sha256_file(out / f"sha256-{blob.hex}") == blob.digest
     recorded = argv_log.read_text()
     assert recorded.count("--header-file") == len(blobs)
     assert hub.registry.password not in recorded and hub.registry.auth.split()[1] not in recorded
