@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dfget.protocol import DEFAULT_SUPERNODE_PORT, decimal
+from dfget.protocol.codes import DEFAULT_SUPERNODE_PORT
+from dfget.protocol.wire import decimal
 
 if TYPE_CHECKING:
     from dfget.uploader.cache import Amount

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dfget.config import Node, parse_nodes
-from dfget.protocol import decimal
+from dfget.protocol.wire import decimal
 from dfget.units import parse_rate
 
 T = TypeVar("T")

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 
 from dfget.errors import ExitCode
-from dfget.httpserver import Handler, make_server
-from dfget.pieces import TAIL, frame_head, parse_range_header, wrapped_request_slice
+from dfget.net.server import Handler, make_server
+from dfget.protocol.pieces import TAIL, frame_head, wrapped_request_slice
+from dfget.protocol.ranges import parse_range_header
 from tests.conftest import SupernodeProcess
 from tests.helpers import peer_port, run_dfget
 

@@ -12,8 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from dfget.pieces import PieceRange, piece_count, piece_data_len, wrap
-from dfget.protocol import task_id
+from dfget.protocol.pieces import piece_count, piece_data_len, wrap
+from dfget.protocol.ranges import PieceRange
+from dfget.protocol.taskid import task_id
 
 PIECE_SIZE = 4 * 1024 * 1024
 WAIT_ANSWER = (  # wire transcript §1.5

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dfget.httpserver import HEAD_TIMEOUT, MAX_CONNECTIONS
-from dfget.protocol import task_id
+from dfget.net.server import HEAD_TIMEOUT, MAX_CONNECTIONS
+from dfget.protocol.taskid import task_id
 from dfget.uploader import sender
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import RawServer, peak_rss, random_bytes

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dfget.download.target import Target
-from dfget.httpwire import Endpoint, Pool
+from dfget.net.client import Endpoint, Pool
 from tests.helpers import RawServer
 
 

@@ -40,7 +40,8 @@ import httpx
 import pytest
 
 from dfget.errors import ExitCode
-from dfget.pieces import TAIL, frame_head, parse_range_header
+from dfget.protocol.pieces import TAIL, frame_head
+from dfget.protocol.ranges import parse_range_header
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import (
     eventually,

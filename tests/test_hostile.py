@@ -1,5 +1,5 @@
 """Hostile input against the real processes: the peer server, the supernode, the origin client,
-and the framing/range arithmetic every role shares (dfget/pieces.py).
+and the framing/range arithmetic every role shares (dfget/protocol/pieces.py, ranges.py).
 
 Every hostile request must get an answer (a 4xx, or a v1 JSON envelope from the supernode), never
 a dropped connection from an unhandled exception, never a byte from outside the data dir, and the
@@ -35,15 +35,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfget.errors import ExitCode
-from dfget.pieces import (
+from dfget.protocol.pieces import (
     FRAME_OVERHEAD,
     FramingError,
-    PieceRange,
-    RangeError,
     check_frame,
     frame_head,
     parse_head,
-    parse_range_header,
     piece_count,
     piece_data_len,
     raw_offset,
@@ -51,7 +48,8 @@ from dfget.pieces import (
     wrap,
     wrapped_request_slice,
 )
-from dfget.protocol import task_id
+from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
+from dfget.protocol.taskid import task_id
 from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
 from tests.helpers import (
     DFGET,
@@ -566,7 +564,7 @@ def test_persistently_hostile_origin_fails_clearly_with_few_requests(
     assert 2 <= origin.requests <= 5 and not out.exists()
 
 
-# ---- framing and range arithmetic (dfget/pieces.py) ----------------------------------------
+# ---- framing and range arithmetic (dfget/protocol/pieces.py, ranges.py) ----------------------
 
 
 PIECE_SIZES = st.integers(min_value=1, max_value=15).map(lambda mib: mib * MiB)

@@ -193,8 +193,8 @@ def test_supernode_killed_mid_download_migrates_keeping_pieces(
     origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     from dfget.config import parse_nodes
-    from dfget.protocol import task_key
-    from dfget.supernode_client import node_order
+    from dfget.protocol.supernode import node_order
+    from dfget.protocol.taskid import task_key
 
     size = 24 * 1024 * 1024
     data = random_bytes(size, seed=18)
@@ -241,8 +241,8 @@ def test_peers_of_one_blob_meet_at_one_supernode_and_move_together(
     origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     from dfget.config import parse_nodes
-    from dfget.protocol import task_key
-    from dfget.supernode_client import node_order
+    from dfget.protocol.supernode import node_order
+    from dfget.protocol.taskid import task_key
 
     size = 24 * 1024 * 1024
     data = random_bytes(size, seed=19)

@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfget.config import Node
-from dfget.httpserver import framing_problem
-from dfget.httpwire import Connection, Endpoint, WireError, _chunk_size
-from dfget.pieces import MAX_PIECE_SIZE, MiB, PieceRange, parse_content_range
-from dfget.protocol import decimal
+from dfget.net.client import Connection, Endpoint, WireError, _chunk_size
+from dfget.net.server import framing_problem
+from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB
+from dfget.protocol.ranges import PieceRange, parse_content_range
+from dfget.protocol.supernode import PieceTask, Registration, SupernodeError
+from dfget.protocol.wire import decimal
 from dfget.supernode.fileserver import Unsatisfiable, byte_range
-from dfget.supernode_client import PieceTask, Registration, SupernodeError
 from tests.helpers import RawServer
 
 ODD_DIGITS = "0123456789²³٣߃ _+-x.e"

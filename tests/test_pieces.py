@@ -8,21 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dfget.pieces import (
+from dfget.protocol.pieces import (
     FRAME_OVERHEAD,
     FramingError,
-    PieceRange,
-    RangeError,
     check_frame,
     frame_head,
     parse_head,
-    parse_range_header,
     piece_count,
     piece_data_len,
     raw_request_slice,
     wrap,
     wrapped_request_slice,
 )
+from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
 
 MiB = 1024 * 1024
 P4 = 4 * MiB

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import ExitCode
-from dfget.httpserver import Handler, make_server
+from dfget.net.server import Handler, make_server
 from dfget.redact import Scrubber
 from tests.conftest import SupernodeFactory
 from tests.helpers import kill_pid_file_servers, random_bytes, run_dfget

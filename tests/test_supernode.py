@@ -21,17 +21,18 @@ from typing import Any
 import httpx
 import pytest
 
-from dfget.httpserver import Handler, make_server
-from dfget.pieces import (
+from dfget.net.server import Handler, make_server
+from dfget.protocol.pieces import (
     FRAME_OVERHEAD,
-    PieceRange,
     check_frame,
     frame_head,
     piece_count,
     piece_data_len,
     wrapped_request_slice,
 )
-from dfget.protocol import raw_query, task_id
+from dfget.protocol.ranges import PieceRange
+from dfget.protocol.taskid import task_id
+from dfget.protocol.wire import raw_query
 from tests.conftest import SupernodeFactory, SupernodeProcess
 from tests.helpers import random_bytes
 from tests.origin import Origin

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dfget.pieces import MiB, piece_size_for_length
-from dfget.protocol import task_id
+from dfget.protocol.pieces import MiB, piece_size_for_length
+from dfget.protocol.taskid import task_id
 from dfget.supernode.registration import parse_registration
 
 URL = "http://example.com/file.bin"

@@ -11,7 +11,7 @@ import pytest
 from dfget.config import DEFAULT_NODE, Node, parse_nodes
 from dfget.download import writeback
 from dfget.download.intervals import IntervalSet
-from dfget.protocol import DEFAULT_SUPERNODE_PORT
+from dfget.protocol.codes import DEFAULT_SUPERNODE_PORT
 from dfget.units import format_duration, format_rate, parse_duration, parse_rate
 
 KiB = 1024

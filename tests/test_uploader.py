@@ -1,6 +1,6 @@
 """The peer server's wire protocol against a real `dfget server` process (spec §4.2-§4.4).
 
-Expected piece bytes are computed here from the spec's formula, not with dfget.pieces, so a
+Expected piece bytes are computed here from the spec's formula, not with dfget.protocol.pieces, so a
 framing bug cannot hide behind itself.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dfget.uploader import client
+from dfget.protocol import peer_server
 from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 from tests.conftest import PeerServer, launch_peer_server
 from tests.helpers import random_bytes, stop_process
@@ -252,7 +252,7 @@ def test_non_ascii_names_travel_as_utf8(server: PeerServer) -> None:
     data_dir.mkdir()
     name = "résumé 目录.pdf-42-1.5"
     (data_dir / f"{name}.service").write_bytes(b"bytes")
-    assert client.check("127.0.0.1", server.port, name, data_dir, 0)  # percent-encoded name
+    assert peer_server.check("127.0.0.1", server.port, name, data_dir, 0)  # percent-encoded name
     assert server.piece(quote(name), 0, P - 1, 0, P, Cdnsource="source").body == b"bytes"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         # Like Go: raw UTF-8 bytes in the request line.

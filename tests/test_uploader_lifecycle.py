@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dfget.listener import listen
-from dfget.uploader import client, meta
+from dfget.net.listener import listen
+from dfget.protocol import peer_server
+from dfget.uploader import meta
 from dfget.uploader.spawn import ServerStart
 from tests.conftest import FakeSupernode, PeerServer, launch_peer_server, read_first_line
 from tests.helpers import eventually, random_bytes, run_dfget, start_dfget, stop_process
@@ -257,7 +258,7 @@ def test_ipv6_literal(tmp_path: Path) -> None:
     try:
         port = int(line.rsplit(" ", 1)[1])
         (home / "data" / "six.service").write_bytes(b"hello")
-        assert client.check("::1", port, "six", home / "data", 0)
+        assert peer_server.check("::1", port, "six", home / "data", 0)
         conn = http.client.HTTPConnection("::1", port, timeout=10)
         conn.request(
             "GET",
@@ -290,7 +291,7 @@ def test_serves_on_an_inherited_listening_socket(tmp_path: Path) -> None:
         )  # fmt: skip
     try:
         assert read_first_line(proc) == f"dfget uploader server port is {port}"
-        assert client.ping("127.0.0.1", port)
+        assert peer_server.ping("127.0.0.1", port)
         assert meta.read_port(home / "meta" / "host.meta") == port
     finally:
         stop_process(proc)
@@ -390,9 +391,9 @@ def test_server_start_reuses_and_replaces(spawn_home: Path) -> None:
     os.kill(pid, signal.SIGKILL)  # dies without resetting the meta file
     # Our child: it must be reaped, not linger as a zombie of this process.
     assert eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=5)
-    assert not client.ping("127.0.0.1", first)
+    assert not peer_server.ping("127.0.0.1", first)
     second = spawn(spawn_home, "three")
-    assert second is not None and client.ping("127.0.0.1", second)
+    assert second is not None and peer_server.ping("127.0.0.1", second)
     assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]
 
 
@@ -413,7 +414,7 @@ def test_server_start_moves_off_a_fixed_port_held_by_another_program(spawn_home:
         blocker.bind(("127.0.0.1", port))  # bound, not a peer server
         started = spawn(spawn_home, "elsewhere", port=port)
     assert started is not None and started != port and 15000 <= started <= 65000
-    assert client.ping("127.0.0.1", started)
+    assert peer_server.ping("127.0.0.1", started)
     assert servers_of(spawn_home) == [int((spawn_home / "meta" / "server.pid").read_text())]
 
 

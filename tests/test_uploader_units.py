@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from dfget.httpserver import is_local_caller
-from dfget.ratelimit import TokenBucket
-from dfget.uploader import client, meta, ports
+from dfget.net.server import is_local_caller
+from dfget.net.tokenbucket import TokenBucket
+from dfget.protocol import peer_server
+from dfget.protocol.supernode import service_down
+from dfget.uploader import meta, ports
 from dfget.uploader.lifecycle import gc_period
 from dfget.uploader.options import ServerOptions
-from dfget.uploader.ratelimit import grant
 from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader
+from dfget.uploader.shares import grant
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
 from tests.helpers import FakeClock, RawServer
 
@@ -293,17 +295,19 @@ def recorder() -> Iterator[Callable[[bytes], Recorder]]:
 def test_client_requests_look_like_v1(recorder: Callable[[bytes], Recorder]) -> None:
     tfn = "a.bin-20161-1795914754.517"
     rec = recorder(f"{tfn}@1.0.6".encode())
-    assert client.check("127.0.0.1", rec.port, tfn, "/h/data", 0)
+    assert peer_server.check("127.0.0.1", rec.port, tfn, "/h/data", 0)
     lines = rec.heads[0].decode().split("\r\n")
     assert lines[0] == f"GET /check/{tfn} HTTP/1.1"
     assert "dataDir: /h/data" in lines and "totalLimit: 0" in lines
 
     rec = recorder(b"20971520")
-    assert client.rate("127.0.0.1", rec.port, tfn, 20971520) == 20971520
+    assert peer_server.rate("127.0.0.1", rec.port, tfn, 20971520) == 20971520
     assert "rateLimit: 20971520" in rec.heads[0].decode().split("\r\n")
 
     rec = recorder(b"success")
-    assert client.finish("127.0.0.1", rec.port, tfn, "abc", "127.0.0.1-1-2.3", "127.0.0.1:8002")
+    assert peer_server.finish(
+        "127.0.0.1", rec.port, tfn, "abc", "127.0.0.1-1-2.3", "127.0.0.1:8002"
+    )
     assert (
         rec.heads[0].split(b"\r\n")[0]
         == (
@@ -313,20 +317,20 @@ def test_client_requests_look_like_v1(recorder: Callable[[bytes], Recorder]) -> 
     )
 
     rec = recorder(b'{"code":612}\n')
-    assert client.service_down(f"127.0.0.1:{rec.port}", "f" * 64, "127.0.0.1-1-2.3")
+    assert service_down(f"127.0.0.1:{rec.port}", "f" * 64, "127.0.0.1-1-2.3")
     assert (
         rec.heads[0].split(b"\r\n")[0]
         == (f"GET /peer/service/down?taskId={'f' * 64}&cid=127.0.0.1-1-2.3 HTTP/1.1").encode()
     )
 
     rec = recorder(b"success")
-    assert client.ping("127.0.0.1", rec.port)
+    assert peer_server.ping("127.0.0.1", rec.port)
 
 
 def test_client_failures_are_quiet() -> None:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
-    assert not client.check("127.0.0.1", port, "t", "/d", 0)
-    assert client.rate("127.0.0.1", port, "t", 1234) == 1234
-    assert not client.finish("127.0.0.1", port, "t", "i", "c", "s:1")
-    assert not client.ping("127.0.0.1", port)
+    assert not peer_server.check("127.0.0.1", port, "t", "/d", 0)
+    assert peer_server.rate("127.0.0.1", port, "t", 1234) == 1234
+    assert not peer_server.finish("127.0.0.1", port, "t", "i", "c", "s:1")
+    assert not peer_server.ping("127.0.0.1", port)

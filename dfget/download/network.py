@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from dfget.config import DEFAULT_NODE, Node, Settings, parse_nodes
 from dfget.download.output import Outcome, Reporter
 from dfget.errors import P2PFailedError
-from dfget.protocol import task_key
+from dfget.protocol.taskid import task_key
 from dfget.units import format_duration
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def nodes_of(settings: Settings) -> list[Node]:
 def join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> Peer | None:
     """Find our address towards the supernodes and our peer server; None: go to the source."""
     from dfget.download.p2p import REASON_REGISTER_FAILED
-    from dfget.supernode_client import node_order
+    from dfget.protocol.supernode import node_order
 
     nodes = node_order(nodes_of(settings), task_key(settings.url, settings.filters))
     local_ip = local_ip_towards(nodes)
@@ -143,11 +143,11 @@ def announce_finished(
     registration = p2p.state.registration
     if peer is None or not peer.served or registration is None:
         return
-    from dfget.uploader import client
+    from dfget.protocol import peer_server
 
     supernode = registration.node.address
-    host = client.loopback_for(peer.identity.ip)
-    if client.finish(
+    host = peer_server.loopback_for(peer.identity.ip)
+    if peer_server.finish(
         host,
         peer.server_port,
         peer.identity.task_file_name,

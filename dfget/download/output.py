@@ -19,7 +19,7 @@ from dfget.errors import DfgetError, ExitCode
 from dfget.redact import redact_url
 
 if TYPE_CHECKING:
-    from dfget.supernode_client import RequestCount
+    from dfget.protocol.supernode import RequestCount
 
 
 def default_output(url: str) -> str:

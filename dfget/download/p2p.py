@@ -30,9 +30,9 @@ from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
 from dfget.download.progress import Progress
 from dfget.download.target import Target
 from dfget.errors import SupernodeAuthError
-from dfget.httpwire import Endpoint, Pool
-from dfget.pieces import piece_count
-from dfget.protocol import (
+from dfget.net.client import Endpoint, Pool
+from dfget.net.tokenbucket import TokenBucket
+from dfget.protocol.codes import (
     CODE_NEED_AUTH,
     CODE_PEER_CONTINUE,
     CODE_PEER_FINISH,
@@ -47,11 +47,9 @@ from dfget.protocol import (
     RESULT_SEMI_SUCCESS,
     STATUS_RUNNING,
     STATUS_START,
-    task_url,
 )
-from dfget.ratelimit import TokenBucket
-from dfget.redact import SENSITIVE_HEADERS, Scrubber
-from dfget.supernode_client import (
+from dfget.protocol.pieces import piece_count
+from dfget.protocol.supernode import (
     PieceTask,
     Registration,
     RequestCount,
@@ -59,7 +57,10 @@ from dfget.supernode_client import (
     SupernodeError,
     new_http_client,
     node_order,
+    service_down,
 )
+from dfget.protocol.taskid import task_url
+from dfget.redact import SENSITIVE_HEADERS, Scrubber
 from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 
 if TYPE_CHECKING:
@@ -679,11 +680,7 @@ class P2PDownload:
         registration = self.state.registration
         if registration is None:
             return
-        from dfget.uploader import client
-
-        if not client.service_down(
-            registration.node.address, registration.task_id, self.identity.cid
-        ):
+        if not service_down(registration.node.address, registration.task_id, self.identity.cid):
             log.info("service-down report to %s failed", registration.node.address)
 
     def _report_successes(self) -> None:
@@ -770,12 +767,14 @@ class P2PDownload:
         The call also keeps the server alive (it exits after --alivetime without such
         activity), and with --totallimit the granted share becomes our download limit.
         """
-        from dfget.uploader import client
+        from dfget.protocol import peer_server
 
-        host = client.loopback_for(self.identity.ip)
+        host = peer_server.loopback_for(self.identity.ip)
         requested = self.settings.locallimit
         while not self._closing.wait(RATE_REFRESH_SECONDS) and self.server_port:
-            granted = client.rate(host, self.server_port, self.identity.task_file_name, requested)
+            granted = peer_server.rate(
+                host, self.server_port, self.identity.task_file_name, requested
+            )
             if requested and 0 < granted <= requested:
                 self.bucket.set_rate(granted)
 

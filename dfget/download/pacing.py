@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from dfget.download.progress import Progress
-from dfget.supernode_client import PieceTask
+from dfget.protocol.supernode import PieceTask
 
 STALL_SECONDS = 30.0
 

@@ -17,25 +17,25 @@ from dfget.download.accounting import CDN, PEER, SOURCE
 from dfget.download.cancel import Cancel
 from dfget.download.progress import Progress
 from dfget.download.target import Target
-from dfget.httpwire import Endpoint, Pool, WireError
-from dfget.pieces import (
-    FRAME_OVERHEAD,
-    HEAD_LEN,
-    FramingError,
-    PieceRange,
-    check_frame,
-    parse_head,
-    piece_data_len,
-    raw_offset,
-)
-from dfget.protocol import (
+from dfget.net.client import Endpoint, Pool, WireError
+from dfget.net.tokenbucket import TokenBucket
+from dfget.protocol.codes import (
     CDN_CID_PREFIX,
     CDN_SOURCE_SOURCE,
     ERROR_FILE_MD5_NOT_MATCH,
     ERROR_FILE_NOT_EXIST,
 )
-from dfget.ratelimit import TokenBucket
-from dfget.supernode_client import PieceTask
+from dfget.protocol.pieces import (
+    FRAME_OVERHEAD,
+    HEAD_LEN,
+    FramingError,
+    check_frame,
+    parse_head,
+    piece_data_len,
+    raw_offset,
+)
+from dfget.protocol.ranges import PieceRange
+from dfget.protocol.supernode import PieceTask
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dfget.download.output import Outcome, Reporter
 from dfget.download.resume import Journal, collect_garbage
 from dfget.download.target import Target, work_path_beside
 from dfget.errors import DigestMismatchError
-from dfget.protocol import task_key
+from dfget.protocol.taskid import task_key
 
 if TYPE_CHECKING:
     from dfget.download.network import Peer

@@ -46,9 +46,9 @@ from dfget.errors import (
     SourceHTTPError,
     UsageError,
 )
-from dfget.httpwire import TLS, Pool
-from dfget.protocol import task_key
-from dfget.ratelimit import TokenBucket
+from dfget.net.client import TLS, Pool
+from dfget.net.tokenbucket import TokenBucket
+from dfget.protocol.taskid import task_key
 from dfget.redact import redact_url
 
 if TYPE_CHECKING:

@@ -35,10 +35,10 @@ from dfget.errors import (
     SourceHTTPError,
     source_http_error,
 )
-from dfget.httpwire import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
-from dfget.pieces import parse_content_range
-from dfget.protocol import decimal
-from dfget.ratelimit import TokenBucket
+from dfget.net.client import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
+from dfget.net.tokenbucket import TokenBucket
+from dfget.protocol.ranges import parse_content_range
+from dfget.protocol.wire import decimal
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)

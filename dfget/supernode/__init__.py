@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from dfget.httpserver import Server, make_server
+from dfget.net.server import Server, make_server
 from dfget.supernode.api import make_api_handler
 from dfget.supernode.fileserver import make_file_handler
 from dfget.supernode.gc import Collector

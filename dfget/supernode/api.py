@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from dfget import PROTOCOL_VERSION, __version__
-from dfget.httpserver import Handler
+from dfget.net.server import Handler
 from dfget.supernode.fileserver import serve_file
 from dfget.supernode.service import Reply, Supernode, refuse
 

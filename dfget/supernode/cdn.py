@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from dfget.pieces import FRAME_OVERHEAD, TAIL, frame_head
-from dfget.protocol import decimal
+from dfget.protocol.pieces import FRAME_OVERHEAD, TAIL, frame_head
+from dfget.protocol.wire import decimal
 from dfget.redact import redact_url
 from dfget.supernode.source import Source
 

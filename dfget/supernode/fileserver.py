@@ -14,8 +14,9 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote
 
-from dfget.httpserver import TEXT, Handler
-from dfget.protocol import decimal
+from dfget.net.server import TEXT, Handler
+from dfget.protocol.ranges import range_sides
+from dfget.protocol.wire import decimal
 
 
 class Unsatisfiable(ValueError):
@@ -39,12 +40,10 @@ def byte_range(value: str, size: int) -> tuple[int, int] | None:
 
     Like nginx: a header that is not one well-formed ``bytes=`` range is ignored.
     """
-    unit, sep, spec = value.partition("=")
-    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+    sides = range_sides(value)
+    if sides is None:
         return None
-    start_text, dash, end_text = (part.strip() for part in spec.strip().partition("-"))
-    if not dash:
-        return None
+    start_text, end_text = (side.strip() for side in sides)
     start, end = decimal(start_text), decimal(end_text)
     if not start_text:
         if end is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfget.protocol import DEFAULT_DOWNLOAD_PORT, DEFAULT_SUPERNODE_PORT
+from dfget.protocol.codes import DEFAULT_DOWNLOAD_PORT, DEFAULT_SUPERNODE_PORT
 
 DEFAULT_SUPERNODE_HOME = Path.home() / ".small-dragonfly" / "supernode"
 

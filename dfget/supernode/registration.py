@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dfget.protocol import decimal, headers_to_map, lower_keys, task_id, task_url
+from dfget.protocol.taskid import task_id, task_url
+from dfget.protocol.wire import decimal, headers_to_map, lower_keys
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)

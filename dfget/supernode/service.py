@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dfget.httpserver import JSON, TEXT
-from dfget.pieces import PieceRange, RangeError, piece_count, piece_data_len, piece_size_for_length
-from dfget.protocol import (
+from dfget.net.server import JSON, TEXT
+from dfget.protocol.codes import (
     CDN_CID_PREFIX,
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
@@ -33,10 +32,10 @@ from dfget.protocol import (
     CODE_TARGET_NOT_FOUND,
     ERROR_FILE_MD5_NOT_MATCH,
     ERROR_FILE_NOT_EXIST,
-    decimal,
-    envelope,
-    lower_keys,
 )
+from dfget.protocol.pieces import piece_count, piece_data_len, piece_size_for_length
+from dfget.protocol.ranges import PieceRange, RangeError
+from dfget.protocol.wire import decimal, envelope, lower_keys
 from dfget.redact import redact_url
 from dfget.supernode import cdn
 from dfget.supernode.metrics import Metrics

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from dfget.protocol import decimal
+from dfget.protocol.wire import decimal
 
 PROBE_TIMEOUT = 4.0
 PROBE_RECEIVE_BUFFER = 16 * 1024

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from dfget.uploader import client
+from dfget.protocol import peer_server
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def bind(ip: str, port: int, make: Callable[[int], S]) -> tuple[S | None, int]:
         except OSError as exc:
             if exc.errno not in _SKIPPABLE:
                 raise
-            if exc.errno == errno.EADDRINUSE and client.ping(ip, port):
+            if exc.errno == errno.EADDRINUSE and peer_server.ping(ip, port):
                 log.info("a peer server already listens on port %d: adopting it", port)
                 return None, port
             log.warning("port %d is not available (%s): choosing another", port, exc.strerror)

@@ -10,7 +10,7 @@ import concurrent.futures
 import logging
 import threading
 
-from dfget.uploader import client
+from dfget.protocol.supernode import service_down
 from dfget.uploader.store import Task
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class DownReporter:
 
 
 def _report(task: Task) -> None:
-    if client.service_down(task.supernode, task.task_id, task.cid):
+    if service_down(task.supernode, task.task_id, task.cid):
         log.info(
             "reported service down for %s (task %s) to %s", task.name, task.task_id, task.supernode
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from dfget.ratelimit import TokenBucket
+from dfget.net.tokenbucket import TokenBucket
 
 ZSTD_LEVEL = 3
 MIN_SAVING = 0.10

@@ -14,19 +14,17 @@ import socket
 from pathlib import Path
 
 from dfget import PROTOCOL_VERSION
-from dfget.httpserver import Handler, Server, is_local_caller
-from dfget.pieces import (
+from dfget.net.server import Handler, Server, is_local_caller
+from dfget.protocol.codes import CDN_SOURCE_SOURCE
+from dfget.protocol.pieces import (
     TAIL,
     FramingError,
-    PieceRange,
-    RangeError,
     frame_head,
-    parse_range_header,
     raw_request_slice,
     servable_piece_request,
     wrapped_request_slice,
 )
-from dfget.protocol import CDN_SOURCE_SOURCE
+from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
 from dfget.uploader import sender
 from dfget.uploader.pending import pending_path, wait_until_stored
 from dfget.uploader.service import Uploader

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfget.ratelimit import TokenBucket
-from dfget.uploader import ratelimit, status
+from dfget.net.tokenbucket import TokenBucket
+from dfget.uploader import shares, status
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.store import Task, TaskStore, Unservable
 
@@ -99,7 +99,7 @@ class Uploader:
     def grant(self, name: str, requested: int) -> int:
         """The rate for one download's ``/rate/`` request, fair to the other unfinished ones."""
         unfinished = self.store.request_rate(name, requested)
-        return ratelimit.grant(requested, self.total_limit, unfinished)
+        return shares.grant(requested, self.total_limit, unfinished)
 
     def data_dir_for(self, header: str) -> Path | None:
         """The data dir a ``/check/`` (from this host) may name, or None for the configured one.

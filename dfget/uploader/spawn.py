@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import dfget
-from dfget.listener import listen
-from dfget.protocol import decimal
+from dfget.net.listener import listen
+from dfget.protocol import peer_server
+from dfget.protocol.wire import decimal
 from dfget.units import format_duration
-from dfget.uploader import client, meta, ports
+from dfget.uploader import meta, ports
 from dfget.uploader.cache import Amount
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class ServerStart:
         self._port_known.set()
 
     def _check(self, port: int) -> bool:
-        return client.check(self.ip, port, self.task_file_name, self.data_dir, self.totallimit)
+        return peer_server.check(self.ip, port, self.task_file_name, self.data_dir, self.totallimit)
 
     def _running(self, failed: int = 0) -> tuple[int | None, int]:
         """The recorded port if its server answers; and the recorded port itself. A port that

@@ -354,7 +354,7 @@ def start_go_supernode(
     address and how to stop the file server."""
     import threading
 
-    from dfget.httpserver import make_server
+    from dfget.net.server import make_server
     from dfget.supernode.fileserver import make_file_handler
 
     port, download_port = free_port(), free_port()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from dfget.uploader import client  # noqa: E402
+from dfget.protocol import peer_server  # noqa: E402
 from tests.bench.common import DFGET, NGINX, MiB, make_random_file, nginx  # noqa: E402
 from tests.helpers import stop_process  # noqa: E402
 
@@ -200,7 +200,7 @@ def main() -> int:
         make_random_file(service, size, cache=True)
         os.link(service, www / "bench.bin")
         dfget_proc, dfget_port = start_dfget_server(home)
-        if not client.check("127.0.0.1", dfget_port, "bench", home / "data", 0):
+        if not peer_server.check("127.0.0.1", dfget_port, "bench", home / "data", 0):
             raise RuntimeError("dfget server did not register the task")
         with nginx(tmp, www, workers="auto") as nginx_port:
             contenders = {

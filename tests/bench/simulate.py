@@ -77,7 +77,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dfget.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
+from dfget.protocol.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
 from dfget.supernode.scheduler import UPSTREAM, Outcome, Scheduler, SchedulerConfig
 
 MB = 1_000_000

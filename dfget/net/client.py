@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-from dfget.protocol import decimal
+from dfget.protocol.wire import decimal
 
 if TYPE_CHECKING:
     import ssl

@@ -1,14 +1,10 @@
-"""Dragonfly v1 wire conventions shared by the downloader, the peer server and the supernode.
-
-Result codes, the supernode's JSON envelope, task ids and the unescaped query
-strings dfget 1.0.6 writes.
-"""
+"""Dragonfly v1 wire conventions: plain numbers from the network, the unescaped query strings
+dfget 1.0.6 writes, Go's JSON and the supernode's JSON envelope."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MAX_DECIMAL_DIGITS = 18  # what fits Go's int64 (strconv.Atoi)
@@ -23,76 +19,6 @@ def decimal(text: str, max_digits: int = MAX_DECIMAL_DIGITS) -> int | None:
     if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
         return int(text)
     return None
-
-
-# Supernode -> dfget codes in the envelope.
-CODE_SUCCESS = 200
-CODE_SYSTEM_ERROR = 500
-CODE_PARAM_ERROR = 501
-CODE_TARGET_NOT_FOUND = 502
-CODE_PEER_FINISH = 600
-CODE_PEER_CONTINUE = 601
-CODE_PEER_WAIT = 602
-CODE_PEER_LIMITED = 603
-CODE_SUPER_FAIL = 604
-CODE_UNKNOWN_ERROR = 605
-CODE_TASK_CONFLICT = 606
-CODE_URL_NOT_REACHABLE = 607
-CODE_NEED_AUTH = 608
-CODE_WAIT_AUTH = 609
-CODE_SOURCE_ERROR = 610
-CODE_PIECE_REPORT_OK = 611
-CODE_PEER_DOWN_OK = 612
-
-# dfget -> supernode `status` and `result` of /peer/task.
-STATUS_START = 700
-STATUS_RUNNING = 701
-STATUS_FINISHED = 702
-RESULT_FAILED = 500
-RESULT_SUCCESS = 501
-RESULT_INVALID = 502
-RESULT_SEMI_SUCCESS = 503
-
-# Error types of /peer/piece/error.
-ERROR_FILE_NOT_EXIST = "FILE_NOT_EXIST"
-ERROR_FILE_MD5_NOT_MATCH = "FILE_MD5_NOT_MATCH"
-
-CDN_CID_PREFIX = "cdnnode:"  # the cid of a supernode's CDN as a piece holder
-CDN_SOURCE_SUPERNODE = "supernode"
-CDN_SOURCE_SOURCE = "source"
-
-DEFAULT_SUPERNODE_PORT = 8002
-DEFAULT_DOWNLOAD_PORT = 8001
-JSON_REQUEST_CONTENT_TYPE = "application/json;charset=utf-8"
-
-_TASK_ID_KEY = ">I$pg-~AS~sP'rqu_`Oh&lz#9]\"=;nE%"
-
-
-def task_id(task_url: str, sign: str = "", range_value: str | None = None) -> str:
-    """The supernode task id: sha256 of key + taskUrl + md5-or-identifier + [Range] + key."""
-    parts = [_TASK_ID_KEY, task_url, sign]
-    if range_value is not None:
-        parts.append(range_value)
-    parts.append(_TASK_ID_KEY)
-    return hashlib.sha256("".join(parts).encode()).hexdigest()
-
-
-def task_url(url: str, filters: Sequence[str]) -> str:
-    """The URL with ``--filter``ed query parameters removed."""
-    base, sep, query = url.partition("?")
-    if not sep or not filters:
-        return url
-    kept = [p for p in query.split("&") if p.split("=", 1)[0] not in set(filters)]
-    return f"{base}?{'&'.join(kept)}" if kept else base
-
-
-def task_key(url: str, filters: Sequence[str]) -> str:
-    """What identifies the content (for choosing a supernode, and for resuming): the blob
-    digest in the URL, else the task URL."""
-    from dfget.digest import digest_from_url
-
-    digest = digest_from_url(url)
-    return str(digest) if digest else task_url(url, filters)
 
 
 def headers_to_map(headers: Iterable[str]) -> dict[str, str]:

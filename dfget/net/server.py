@@ -19,8 +19,8 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dfget.listener import listen
-from dfget.protocol import decimal, parse_raw_query
+from dfget.net.listener import listen
+from dfget.protocol.wire import decimal, parse_raw_query
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dfget.protocol import decimal
+from dfget.protocol.ranges import PieceRange, RangeError
 
 MiB = 1024 * 1024
 HEAD_LEN = 4
@@ -28,10 +28,6 @@ _HEAD = struct.Struct(">I")
 
 class FramingError(ValueError):
     """A wrapped piece whose head, length or tail is not what the protocol requires."""
-
-
-class RangeError(ValueError):
-    """A range header or range string that cannot be parsed or satisfied."""
 
 
 def piece_size_for_length(length: int) -> int:
@@ -71,38 +67,6 @@ def wrapped_length(length: int, piece_size: int) -> int:
     return max(length, 0) + FRAME_OVERHEAD * piece_count(length, piece_size)
 
 
-@dataclass(frozen=True, slots=True)
-class PieceRange:
-    """An inclusive byte range ``start-end`` as written in v1 piece tasks."""
-
-    start: int
-    end: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-    def __str__(self) -> str:
-        return f"{self.start}-{self.end}"
-
-    @classmethod
-    def parse(cls, text: str) -> PieceRange:
-        start_text, sep, end_text = text.partition("-")
-        start, end = decimal(start_text), decimal(end_text)
-        if not sep or start is None or end is None or end < start:
-            raise RangeError(f"invalid range {text!r}")
-        return cls(start, end)
-
-    @classmethod
-    def of_piece(cls, piece_num: int, piece_size: int) -> PieceRange:
-        """The range the supernode announces for piece k: always a full piece."""
-        start = piece_num * piece_size
-        return cls(start, start + piece_size - 1)
-
-    def piece_num(self) -> int:
-        return self.start // self.length
-
-
 def frame_head(data_len: int, piece_size: int) -> bytes:
     """The 4-byte head of a wrapped piece."""
     if not 0 <= data_len <= DATA_LEN_MASK:
@@ -137,36 +101,6 @@ def check_frame(frame: bytes | bytearray | memoryview, piece_size: int, data_len
         raise FramingError(f"piece head announces {head_len} data bytes, expected {data_len}")
     if view[-1] != TAIL_BYTE:
         raise FramingError(f"piece tail byte is {view[-1]:#04x}, expected 0x7f")
-
-
-def parse_range_header(value: str) -> PieceRange:
-    """Parse a single ``bytes=S-E`` range as peers send it; anything else is rejected.
-
-    Multi-range, open-ended and suffix ranges are not part of the v1 peer protocol.
-    """
-    unit, sep, spec = value.strip().partition("=")
-    if not sep or unit.strip().lower() != "bytes" or "," in spec or spec.count("-") != 1:
-        raise RangeError(f"unsupported Range {value!r}")
-    start_text, _, end_text = spec.strip().partition("-")
-    start, end = decimal(start_text), decimal(end_text)
-    if start is None or end is None or end <= start:
-        raise RangeError(f"unsupported Range {value!r}")
-    return PieceRange(start, end)
-
-
-def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
-    """``(first, last, total)`` of a ``bytes F-L/T`` (or ``/*``) Content-Range, None if it is
-    anything else or impossible (last before first, beyond the total)."""
-    unit, _, spec = value.strip().partition(" ")
-    span, slash, total_text = spec.strip().partition("/")
-    first_text, dash, last_text = span.partition("-")
-    first, last = decimal(first_text), decimal(last_text)
-    total = None if total_text == "*" else decimal(total_text)
-    if unit.lower() != "bytes" or not (slash and dash) or first is None or last is None:
-        return None
-    if last < first or (total_text != "*" and (total is None or last >= total)):
-        return None
-    return first, last, total
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,21 +13,24 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
-from dfget.pieces import MAX_PIECE_SIZE, MiB, PieceRange, piece_count
-from dfget.protocol import (
+from dfget.net.oneshot import get, query
+from dfget.protocol.codes import (
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
     CODE_PEER_CONTINUE,
+    DEFAULT_SUPERNODE_PORT,
     JSON_REQUEST_CONTENT_TYPE,
-    go_json,
-    raw_query,
 )
+from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB, piece_count
+from dfget.protocol.ranges import PieceRange
+from dfget.protocol.wire import go_json, raw_query
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,8 @@ class SupernodeClient:
         self.counts = counts or RequestCount()
 
     def _get(self, path: str, params: Sequence[tuple[str, object]]) -> httpx.Response:
+        import httpx
+
         self.counts.add(path)
         try:
             return self.http.get(f"{self.base}{path}?{raw_query(params)}")
@@ -198,6 +203,8 @@ class SupernodeClient:
             raise SupernodeError(f"{self.node.address}: {exc or type(exc).__name__}") from exc
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        import httpx
+
         self.counts.add(path)
         try:
             return self.http.post(
@@ -286,6 +293,16 @@ class SupernodeClient:
             raise SupernodeError(f"{response.status_code}:{response.text.strip()[:200]}")
 
 
+def service_down(supernode: str, task_id: str, cid: str) -> bool:
+    """``/peer/service/down`` to ``supernode`` (``ip:port``, v1's port if none): the peer
+    server no longer serves the task. A one-shot GET (the peer server has no httpx client);
+    True if the supernode answered HTTP 200."""
+    if ":" not in supernode.rsplit("]", 1)[-1]:
+        supernode = f"{supernode}:{DEFAULT_SUPERNODE_PORT}"
+    reply = get(supernode, f"/peer/service/down?{query([('taskId', task_id), ('cid', cid)])}")
+    return reply is not None and reply[0] == 200
+
+
 def new_http_client() -> httpx.Client:
     """One keep-alive client for every supernode call of a download (no env proxies: v1's
     fasthttp client ignores them, and a supernode is an internal service).
@@ -293,6 +310,8 @@ def new_http_client() -> httpx.Client:
     The supernode API is plain HTTP (``SupernodeClient.base``), so no TLS context is built:
     loading the CA bundle for one would cost ~0.1 s of every run.
     """
+    import httpx
+
     return httpx.Client(
         timeout=API_TIMEOUT,
         trust_env=False,
