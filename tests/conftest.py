@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.origin import Origin
-from tests.peers import Peers
+from tests.support.helpers import stop_process
+from tests.support.origin import Origin
+from tests.support.peers import Peers
+from tests.support.servers import (
+    FakeSupernode,
+    PeerServer,
+    SupernodeFactory,
+    SupernodeProcess,
+    launch_peer_server,
+    start_supernode,
+)
 
 
 @pytest.fixture
@@ -21,119 +31,6 @@ def peers(tmp_path: Path) -> Iterator[Peers]:
     group = Peers(tmp_path)
     yield group
     group.stop_servers()
-
-
-# --- uploader fixtures ---
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import selectors  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-
-from tests.helpers import start_dfget, stop_process  # noqa: E402
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
-
-
-@dataclass
-class PeerServer:
-    """A real `dfget server` subprocess on 127.0.0.1 and a few calls against it."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    home: Path
-
-    @property
-    def data(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def meta_file(self) -> Path:
-        return self.home / "meta" / "host.meta"
-
-    def get(
-        self, target: str, headers: dict[str, str] | None = None, timeout: float = 10.0
-    ) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.putrequest("GET", target, skip_host=False, skip_accept_encoding=True)
-            for name, value in (headers or {}).items():
-                conn.putheader(name, value)
-            conn.endheaders()
-            response = conn.getresponse()
-            return Reply(response.status, response.getheaders(), response.read())
-        finally:
-            conn.close()
-
-    def piece(
-        self, name: str, start: int, end: int, piece_num: int, piece_size: int, **extra: str
-    ) -> Reply:
-        headers = {
-            "Piecenum": str(piece_num),
-            "Piecesize": str(piece_size),
-            "Range": f"bytes={start}-{end}",
-        }
-        return self.get(f"/peer/file/{name}", {**headers, **extra})
-
-    def add_task(self, name: str, content: bytes, data_dir: Path | None = None) -> Path:
-        """Write a service file and register it with `/check/` as dfget does."""
-        path = (data_dir or self.data) / f"{name}.service"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        reply = self.get(
-            f"/check/{name}", {"Datadir": str(data_dir or self.data), "Totallimit": "0"}
-        )
-        assert (reply.status, reply.body) == (200, f"{name}@1.0.6".encode())
-        return path
-
-    def finish(
-        self, name: str, supernode: str, task_id: str = "t" * 64, cid: str = "127.0.0.1-1-2.3"
-    ) -> None:
-        reply = self.get(
-            f"/client/finish?taskFileName={name}&taskID={task_id}&cid={cid}&superNode={supernode}"
-        )
-        assert (reply.status, reply.body) == (200, b"success")
-
-    def meta_port(self) -> int:
-        return int(json.loads(self.meta_file.read_text())["servicePort"])
-
-    def wait_exit(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-
-def read_first_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> str:
-    """The first stdout line of a process, or "" after ``timeout``."""
-    assert proc.stdout is not None
-    data = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in data and time.monotonic() < deadline:
-            if selector.select(deadline - time.monotonic()):
-                chunk = os.read(proc.stdout.fileno(), 256)
-                if not chunk:
-                    break
-                data += chunk
-    return data.decode(errors="replace").split("\n", 1)[0]
-
-
-def launch_peer_server(home: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `dfget server` for ``home`` on 127.0.0.1; returns the process and its first line."""
-    proc = start_dfget(["server", "--ip", "127.0.0.1", "--home", str(home), *args])
-    return proc, read_first_line(proc)
 
 
 @pytest.fixture
@@ -153,105 +50,17 @@ def peer_server(tmp_path: Path) -> Iterator[Callable[..., PeerServer]]:
         stop_process(proc)
 
 
-@dataclass
-class FakeSupernode:
-    """Records every request path; answers `/peer/service/down` like the Go supernode."""
-
-    server: ThreadingHTTPServer
-    paths: list[str] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[str]:
-        with self.arrived:
-            self.arrived.wait_for(lambda: len(self.paths) >= count, timeout)
-            return list(self.paths)
-
-
 @pytest.fixture
 def fake_supernode() -> Iterator[FakeSupernode]:
-    holder: list[FakeSupernode] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            body = b'{"code":612}\n'
-            self.send_response_only(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            with holder[0].arrived:
-                holder[0].paths.append(self.path)
-                holder[0].arrived.notify_all()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(FakeSupernode(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield holder[0]
-    server.shutdown()
-    server.server_close()
-
-
-# --- supernode fixtures ---
-# (subprocess, Callable, dataclass and stop_process are imported by the sections above)
-import httpx  # noqa: E402
-
-from tests.helpers import DFGET, REPO, V1_SUPERNODE, free_port  # noqa: E402
-
-
-@dataclass
-class SupernodeProcess:
-    """A running `python -m dfget supernode`; ``url`` is its API, ``node`` the --node value."""
-
-    port: int
-    download_port: int
-    home: Path
-    log: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def node(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"supernode exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/_ping", timeout=1.0).text == "OK":
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise TimeoutError(f"supernode not ready after {timeout}s: {self.log.read_text()}")
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code (0 on a clean shutdown)."""
-        stop_process(self.proc)
-        return int(self.proc.returncode)
-
-
-SupernodeFactory = Callable[..., SupernodeProcess]
+    server = FakeSupernode.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
     """Factory: ``supernode(*extra_args, cdn_pattern="local", shared_port=False,
-    scheduling="ours")``; ``scheduling="v1"`` runs tests/v1_supernode.py (Dragonfly 1.0.6's
+    scheduling="ours")``; ``scheduling="v1"`` runs tests/support/v1_supernode.py (Dragonfly 1.0.6's
     scheduling rules) instead of ours.
 
     Starts the real supernode on free ports of 127.0.0.1 with ``--advertise-ip 127.0.0.1`` and
@@ -263,26 +72,8 @@ def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
     def start(
         *args: str, cdn_pattern: str = "local", shared_port: bool = False, scheduling: str = "ours"
     ) -> SupernodeProcess:
-        port = free_port()
-        download_port = port if shared_port else free_port()
         home = tmp_path / f"supernode-{len(started)}"
-        home.mkdir()
-        log = home / "supernode.log"
-        program = V1_SUPERNODE if scheduling == "v1" else [*DFGET, "supernode"]
-        command = [
-            *program,
-            "--port", str(port),
-            "--download-port", str(download_port),
-            "--listen-ip", "127.0.0.1",
-            "--advertise-ip", "127.0.0.1",
-            "--home", str(home),
-            "--cdn-pattern", cdn_pattern,
-            "--seed", "1",
-            *args,
-        ]  # fmt: skip
-        with open(log, "wb") as output:
-            proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
-        node = SupernodeProcess(port, download_port, home, log, proc)
+        node = start_supernode(home, args, cdn_pattern, shared_port, scheduling)
         started.append(node)
         node.wait_ready()
         return node

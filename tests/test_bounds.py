@@ -17,10 +17,10 @@ import pytest
 from dfget.net.server import HEAD_TIMEOUT, MAX_CONNECTIONS
 from dfget.protocol.taskid import task_id
 from dfget.uploader import sender
-from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
-from tests.helpers import RawServer, peak_rss, random_bytes
-from tests.netns import run_in_private_network
-from tests.origin import Origin
+from tests.support.helpers import RawServer, peak_rss, random_bytes
+from tests.support.netns import run_in_private_network
+from tests.support.origin import Origin
+from tests.support.servers import PeerServer, SupernodeFactory, SupernodeProcess
 
 MiB = 1024 * 1024
 P = 4 * MiB
@@ -28,9 +28,9 @@ P = 4 * MiB
 
 CONNECTION_FLOOD = r"""
 import http.client, json, os, socket, subprocess, sys, time
-from tests.conftest import read_first_line
-from tests.helpers import thread_count
-from tests.netns import REMOTE_IP, SERVER_IP
+from tests.support.servers import read_first_line
+from tests.support.helpers import thread_count
+from tests.support.netns import REMOTE_IP, SERVER_IP
 
 limit, home = int(sys.argv[1]), sys.argv[2]
 proc = subprocess.Popen([sys.executable, "-m", "dfget", "server", "--ip", SERVER_IP, "--home",

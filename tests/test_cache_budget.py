@@ -20,7 +20,7 @@ from dfget.uploader.lifecycle import IDLE_EXIT, MIN_GC_PERIOD, exit_reason, idle
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.service import Clock, Uploader
 from dfget.uploader.store import Task, TaskStore
-from tests.helpers import FakeClock, random_bytes
+from tests.support.helpers import FakeClock, random_bytes
 
 MiB = 1024 * 1024
 V1_EXPIRETIME = 180.0

@@ -22,10 +22,10 @@ from dfget.uploader.options import ServerOptions
 from dfget.uploader.report import DownReporter
 from dfget.uploader.server import UploaderServer
 from dfget.uploader.service import Clock, Uploader
-from tests.conftest import SupernodeFactory
-from tests.helpers import FakeClock, random_bytes, run_dfget
-from tests.origin import Origin
-from tests.peers import Peers, by_kind
+from tests.support.helpers import FakeClock, random_bytes, run_dfget
+from tests.support.origin import Origin
+from tests.support.peers import Peers, by_kind
+from tests.support.servers import SupernodeFactory
 
 MiB = 1024 * 1024
 SIZE = 24 * MiB

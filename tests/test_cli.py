@@ -28,8 +28,7 @@ import zstandard
 
 from dfget import logs
 from dfget.errors import ExitCode
-from tests.conftest import SupernodeFactory, read_first_line
-from tests.helpers import (
+from tests.support.helpers import (
     REPO,
     free_port,
     kill_pid_file_servers,
@@ -38,7 +37,8 @@ from tests.helpers import (
     start_dfget,
     stop_process,
 )
-from tests.origin import Origin
+from tests.support.origin import Origin
+from tests.support.servers import SupernodeFactory, read_first_line
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBU|INFO|WARN|ERRO|CRIT) sign:\S+ : \S.*$"

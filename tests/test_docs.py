@@ -13,7 +13,7 @@ import pytest
 from dfget.cli import SECTIONS, cli
 from dfget.docgen import write_all
 from dfget.errors import EXIT_CODE_HELP
-from tests.helpers import run_dfget
+from tests.support.helpers import run_dfget
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = [

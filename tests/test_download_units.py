@@ -12,7 +12,7 @@ import pytest
 
 from dfget.download.target import Target
 from dfget.net.client import Endpoint, Pool
-from tests.helpers import RawServer
+from tests.support.helpers import RawServer
 
 
 @pytest.fixture

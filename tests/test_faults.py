@@ -42,8 +42,8 @@ import pytest
 from dfget.errors import ExitCode
 from dfget.protocol.pieces import TAIL, frame_head
 from dfget.protocol.ranges import parse_range_header
-from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
-from tests.helpers import (
+from tests.support.fake_peer import FakePeer, Runs, alive
+from tests.support.helpers import (
     eventually,
     open_fds,
     peer_port,
@@ -54,8 +54,8 @@ from tests.helpers import (
     stop_process,
     thread_count,
 )
-from tests.origin import Origin
-from tests.p2p_tools import FakePeer, Runs, alive
+from tests.support.origin import Origin
+from tests.support.servers import PeerServer, SupernodeFactory, SupernodeProcess
 
 MiB = 1024 * 1024
 P = 4 * MiB

@@ -50,8 +50,7 @@ from dfget.protocol.pieces import (
 )
 from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
 from dfget.protocol.taskid import task_id
-from tests.conftest import PeerServer, SupernodeFactory, SupernodeProcess
-from tests.helpers import (
+from tests.support.helpers import (
     DFGET,
     open_fds,
     peak_rss,
@@ -61,9 +60,10 @@ from tests.helpers import (
     settle,
     thread_count,
 )
-from tests.netns import run_in_private_network
-from tests.origin import Origin
-from tests.scripted_supernode import ScriptedSupernode
+from tests.support.netns import run_in_private_network
+from tests.support.origin import Origin
+from tests.support.scripted_supernode import ScriptedSupernode
+from tests.support.servers import PeerServer, SupernodeFactory, SupernodeProcess
 
 MiB = 1024 * 1024
 P = 4 * MiB
@@ -877,8 +877,8 @@ def test_a_path_that_would_inject_into_request_lines_is_refused(
 
 REMOTE_CALLER = r"""
 import http.client, json, subprocess, sys
-from tests.conftest import read_first_line
-from tests.netns import REMOTE_IP, SERVER_IP
+from tests.support.servers import read_first_line
+from tests.support.netns import REMOTE_IP, SERVER_IP
 
 home = sys.argv[1]
 proc = subprocess.Popen([sys.executable, "-m", "dfget", "server", "--ip", SERVER_IP, "--home",

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import ExitCode
-from tests.conftest import SupernodeFactory
-from tests.helpers import random_bytes, run_dfget
-from tests.origin import Origin
-from tests.peers import Peers, by_kind
+from tests.support.helpers import random_bytes, run_dfget
+from tests.support.origin import Origin
+from tests.support.peers import Peers, by_kind
+from tests.support.servers import SupernodeFactory
 
 
 def _has_ipv6_loopback() -> bool:
@@ -62,7 +62,7 @@ def test_p2p_download_over_ipv6_only(
 def test_ipv6_address_refused_by_an_ipv4_only_supernode_is_explained(
     origin: Origin, tmp_path: Path
 ) -> None:
-    from tests.scripted_supernode import ScriptedSupernode
+    from tests.support.scripted_supernode import ScriptedSupernode
 
     data = random_bytes(1000, seed=32)
     url = origin.add("/f.bin", data)

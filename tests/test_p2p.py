@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from dfget.errors import ExitCode
-from tests.conftest import SupernodeFactory
-from tests.helpers import free_port, random_bytes, run_dfget, start_dfget
-from tests.origin import Origin
-from tests.peers import Peers, by_kind
+from tests.support.helpers import free_port, random_bytes, run_dfget, start_dfget
+from tests.support.origin import Origin
+from tests.support.peers import Peers, by_kind
+from tests.support.servers import SupernodeFactory
 
 SIZE = 9 * 1024 * 1024 + 4321  # three pieces, the last one partial
 

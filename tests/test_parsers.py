@@ -19,7 +19,7 @@ from dfget.protocol.ranges import PieceRange, parse_content_range
 from dfget.protocol.supernode import PieceTask, Registration, SupernodeError
 from dfget.protocol.wire import decimal
 from dfget.supernode.fileserver import Unsatisfiable, byte_range
-from tests.helpers import RawServer
+from tests.support.helpers import RawServer
 
 ODD_DIGITS = "0123456789²³٣߃ _+-x.e"
 FUZZ = settings(max_examples=300, deadline=None)

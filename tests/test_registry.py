@@ -1,7 +1,7 @@
 """End to end against a real Docker Registry v2 (Debian's ``docker-registry``).
 
 A synthetic image is pushed once per module through the registry HTTP API; every pull goes
-through :class:`tests.registry.CountingProxy`, which counts the body bytes that left the
+through :class:`tests.support.registry.CountingProxy`, which counts the body bytes that left the
 registry per blob. Each P2P case asserts where the bytes came from: the registry served each
 layer about once for three peers, and the 2nd and 3rd peers took nothing from it.
 """
@@ -23,10 +23,10 @@ import pytest
 
 from dfget.errors import ExitCode
 from dfget.prewarm import sha256_file
-from tests.conftest import SupernodeFactory
-from tests.helpers import DFGET, run_dfget
-from tests.peers import Peers
-from tests.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
+from tests.support.helpers import DFGET, run_dfget
+from tests.support.peers import Peers
+from tests.support.registry import CountingProxy, Image, MiB, Registry, missing_tools, push_image
+from tests.support.servers import SupernodeFactory
 
 _missing = missing_tools()
 if _missing and os.environ.get("CI") == "true":

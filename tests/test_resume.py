@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import ExitCode
-from tests.conftest import SupernodeFactory
-from tests.helpers import random_bytes, run_dfget, start_dfget
-from tests.origin import Origin
+from tests.support.helpers import random_bytes, run_dfget, start_dfget
+from tests.support.origin import Origin
+from tests.support.servers import SupernodeFactory
 
 SIZE = 16 * 1024 * 1024
 

@@ -23,10 +23,10 @@ import pytest
 from dfget.errors import ExitCode
 from dfget.net.server import Handler, make_server
 from dfget.redact import Scrubber
-from tests.conftest import SupernodeFactory
-from tests.helpers import kill_pid_file_servers, random_bytes, run_dfget
-from tests.origin import Origin
-from tests.p2p_tools import FakePeer, Runs
+from tests.support.fake_peer import FakePeer, Runs
+from tests.support.helpers import kill_pid_file_servers, random_bytes, run_dfget
+from tests.support.origin import Origin
+from tests.support.servers import SupernodeFactory
 
 MiB = 1024 * 1024
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import EXIT_CODE_HELP, ExitCode
-from tests.helpers import (
+from tests.support.helpers import (
     eventually,
     free_port,
     kill_pid_file_servers,
@@ -31,7 +31,7 @@ from tests.helpers import (
     start_dfget,
     stop_process,
 )
-from tests.origin import Origin
+from tests.support.origin import Origin
 
 MiB = 1024 * 1024
 PIECE = 4 * MiB  # with --connections N: the probe's size and the smallest part
@@ -45,7 +45,7 @@ TIMEOUT = 60.0
 class Tap:
     """Watches the origin's request handling: raw request headers, in-flight requests, hooks.
 
-    ``tests.origin.Stats`` keeps headers as a dict (a repeated header collapses) and does not
+    ``origin.Stats`` keeps headers as a dict (a repeated header collapses) and does not
     know about concurrency, so the handler is wrapped here; the origin itself is unchanged.
     """
 

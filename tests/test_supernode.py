@@ -33,9 +33,9 @@ from dfget.protocol.pieces import (
 from dfget.protocol.ranges import PieceRange
 from dfget.protocol.taskid import task_id
 from dfget.protocol.wire import raw_query
-from tests.conftest import SupernodeFactory, SupernodeProcess
-from tests.helpers import random_bytes
-from tests.origin import Origin
+from tests.support.helpers import random_bytes
+from tests.support.origin import Origin
+from tests.support.servers import SupernodeFactory, SupernodeProcess
 
 SIZE = 10 * 1024 * 1024
 P = 4 * 1024 * 1024

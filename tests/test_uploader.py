@@ -19,8 +19,8 @@ import pytest
 
 from dfget.protocol import peer_server
 from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
-from tests.conftest import PeerServer, launch_peer_server
-from tests.helpers import random_bytes, stop_process
+from tests.support.helpers import random_bytes, stop_process
+from tests.support.servers import PeerServer, launch_peer_server
 
 MiB = 1024 * 1024
 P = 4 * MiB

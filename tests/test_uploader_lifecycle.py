@@ -19,8 +19,8 @@ from dfget.net.listener import listen
 from dfget.protocol import peer_server
 from dfget.uploader import meta
 from dfget.uploader.spawn import ServerStart
-from tests.conftest import FakeSupernode, PeerServer, launch_peer_server, read_first_line
-from tests.helpers import eventually, random_bytes, run_dfget, start_dfget, stop_process
+from tests.support.helpers import eventually, random_bytes, run_dfget, start_dfget, stop_process
+from tests.support.servers import FakeSupernode, PeerServer, launch_peer_server, read_first_line
 
 P = 4 * 1024 * 1024
 TASK_ID = "24880c54b89402eb273a93e83dafea4c549702070504bec0bc96a1a0bc9cc25c"

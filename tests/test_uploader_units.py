@@ -21,7 +21,7 @@ from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader
 from dfget.uploader.shares import grant
 from dfget.uploader.store import Task, TaskStore, Unservable, task_name
-from tests.helpers import FakeClock, RawServer
+from tests.support.helpers import FakeClock, RawServer
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Our client under Dragonfly 1.0.6's scheduling: the rules of the test double, then fan-outs.
 
 Users keep their Go 1.0.6 supernodes (``cdnPattern: source``), whose scheduler sends pieces
-nobody holds to the origin first; tests/v1_supernode.py reproduces its rules. The fan-out tests
-count what the origin served: the v1 client behaviour made the registry serve such a blob about
-twice, ours must keep it near one copy.
+nobody holds to the origin first; tests/support/v1_supernode.py reproduces its rules. The
+fan-out tests count what the origin served: the v1 client behaviour made the registry serve such
+a blob about twice, ours must keep it near one copy.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from dfget.supernode.scheduler import UPSTREAM, Outcome, SchedulerConfig
-from tests.conftest import SupernodeFactory
-from tests.helpers import random_bytes, start_dfget
-from tests.origin import Origin
-from tests.peers import Peers
-from tests.v1_supernode import SUPER_LOAD_RESET, V1Scheduler
+from tests.support.helpers import random_bytes, start_dfget
+from tests.support.origin import Origin
+from tests.support.peers import Peers
+from tests.support.servers import SupernodeFactory
+from tests.support.v1_supernode import SUPER_LOAD_RESET, V1Scheduler
 
 MiB = 1024 * 1024
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dfget.errors import ExitCode
-from tests.helpers import random_bytes, run_dfget
-from tests.origin import Origin
-from tests.scripted_supernode import ScriptedSupernode
+from tests.support.helpers import random_bytes, run_dfget
+from tests.support.origin import Origin
+from tests.support.scripted_supernode import ScriptedSupernode
 
 CID = r"127\.0\.0\.1-\d+-\d+\.\d{3}"
 

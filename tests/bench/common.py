@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-from tests.helpers import (  # noqa: E402
+from tests.support.helpers import (  # noqa: E402
     DFGET,
     V1_SUPERNODE,
     free_port,

@@ -5,7 +5,7 @@ Run from the repository root:
     python -m tests.bench.fanout                          # 512 MiB, N = 1,2,4,8,16, both patterns
     python -m tests.bench.fanout --size-mib 128 --nodes 1,4 --patterns local --no-curl
 
-The origin (tests/origin.py) caps its total egress (default 50 MB/s, shared by all
+The origin (tests/support/origin.py) caps its total egress (default 50 MB/s, shared by all
 connections) and counts requests and body bytes. For each N and supernode pattern (`local`: the
 supernode's CDN fetches the origin once; `source`: peers fetch pieces from the origin, one
 client per piece at a time), a fresh `dfget supernode` starts and N `dfget` downloads start
@@ -21,7 +21,7 @@ blob size, origin requests, bytes from peers / CDN / source, CPU seconds (dfget,
 supernode). `--json FILE` also writes the rows (tests/bench/simulate.py --validate reads it).
 
 The supernode's scheduling decides how often the origin serves the blob. `--supernode` picks
-it: `ours` (`dfget supernode`), `v1` (tests/v1_supernode.py: our supernode with Dragonfly
+it: `ours` (`dfget supernode`), `v1` (tests/support/v1_supernode.py: our supernode with Dragonfly
 1.0.6's scheduling rules, the test double CI measures against) or `go` (a real Dragonfly 1.0.6
 supernode binary given by `--go-supernode PATH` or DFGET_BENCH_GO_SUPERNODE; in the local
 pattern the bench serves its CDN directory on the download port itself). `--clients go` runs a
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import common
-from tests.origin import Origin
+from tests.support.origin import Origin
 
 MB = 1_000_000
 PRIME_LIMIT = 12 * 1024**3  # bytes; the machine has 24 GiB

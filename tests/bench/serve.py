@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from dfget.protocol import peer_server  # noqa: E402
 from tests.bench.common import DFGET, NGINX, MiB, make_random_file, nginx  # noqa: E402
-from tests.helpers import stop_process  # noqa: E402
+from tests.support.helpers import stop_process  # noqa: E402
 
 PIECE = 4 * MiB
 ROUND_TIMEOUT = 120.0

@@ -846,7 +846,7 @@ def validate(args: argparse.Namespace) -> str:
                 measured[(int(row["nodes"]), row["pattern"])] = row
     size = args.validate_mib * MiB
     origin = args.validate_origin * MB
-    # One connection gets less than the cap from tests/origin.py (its bucket forgets the time
+    # One connection gets less than the cap from the test origin (its bucket forgets the time
     # spent between sleeps): the CDN's fill runs at curl's N = 1 rate when that row is given.
     curl = measured.get((1, "direct"))
     fill = min(origin, size / curl["makespan"]) if curl else origin

@@ -9,7 +9,8 @@ Run from the repository root:
 Each run starts from a comparable page-cache state: the previous output is removed and `sync`
 flushes dirty pages before the timed command. Wall time and peak RSS come from
 `/usr/bin/time -f "%e %M"` (Debian package `time`). nginx (Debian `nginx-light` or `nginx`) serves
-with `sendfile on`; `python` is the test origin (tests/origin.py, one thread per connection).
+with `sendfile on`; `python` is the test origin (tests/support/origin.py, a thread per
+connection).
 For each server it prints a markdown table of medians, the dfget/curl ratio and how many
 requests each dfget run made (nginx's access log, the origin's own count): a whole-file
 download must be one request, as with curl.
@@ -59,8 +60,8 @@ def serve_with_nginx(root: Path, docroot: Path) -> Iterator[tuple[str, Callable[
 
 @contextmanager
 def serve_with_origin(root: Path, data: Path) -> Iterator[tuple[str, Callable[[], int]]]:
-    """tests/origin.py; yields its base URL and a count of the requests it got."""
-    from tests.origin import Origin
+    """tests/support/origin.py; yields its base URL and a count of the requests it got."""
+    from tests.support.origin import Origin
 
     origin = Origin(root / "origin").start()
     try:
@@ -130,7 +131,7 @@ def report(
     samples: dict[str, list[Sample]],
     requests: list[int],
 ) -> str:
-    label = "nginx (sendfile on)" if server == "nginx" else "tests/origin.py"
+    label = "nginx (sendfile on)" if server == "nginx" else "tests/support/origin.py"
     table, walls = median_table(size_mib, samples)
     lines = [
         f"{size_mib} MiB from {label} on 127.0.0.1, median of {runs} runs each",

@@ -19,8 +19,8 @@ from dfget.errors import ExitCode
 from dfget.net.server import Handler, make_server
 from dfget.protocol.pieces import TAIL, frame_head, wrapped_request_slice
 from dfget.protocol.ranges import parse_range_header
-from tests.conftest import SupernodeProcess
-from tests.helpers import peer_port, run_dfget
+from tests.support.helpers import peer_port, run_dfget
+from tests.support.servers import SupernodeProcess
 
 
 class Runs:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.helpers import free_port, random_bytes, stop_process
+from tests.support.helpers import free_port, random_bytes, stop_process
 
 REGISTRY_BINARY = "docker-registry"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"

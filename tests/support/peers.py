@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from dfget.errors import ExitCode
-from tests.helpers import run_dfget
+from tests.support.helpers import run_dfget
 
 
 class Peers:

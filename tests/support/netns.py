@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 SERVER_IP = "10.77.0.2"
 REMOTE_IP = "10.77.0.1"

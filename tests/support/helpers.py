@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DFGET = [sys.executable, "-m", "dfget"]
-REPO = Path(__file__).resolve().parents[1]
-V1_SUPERNODE = [sys.executable, "-m", "tests.v1_supernode"]
-"""Our supernode with Dragonfly 1.0.6's scheduling (tests/v1_supernode.py); run it from REPO."""
+REPO = Path(__file__).resolve().parents[2]
+V1_SUPERNODE = [sys.executable, "-m", "tests.support.v1_supernode"]
+"""Our supernode with Dragonfly 1.0.6's scheduling (tests/support/v1_supernode.py), from REPO."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

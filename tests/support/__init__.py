@@ -1,0 +1,1 @@
+"""What the tests share: servers and fakes to run against, and small helpers."""
