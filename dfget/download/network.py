@@ -89,7 +89,7 @@ def nodes_of(settings: Settings) -> list[Node]:
 
 def join_network(settings: Settings, reporter: Reporter, outcome: Outcome) -> Peer | None:
     """Find our address towards the supernodes and our peer server; None: go to the source."""
-    from dfget.download.p2p import REASON_REGISTER_FAILED
+    from dfget.protocol.codes import REASON_REGISTER_FAILED
     from dfget.protocol.supernode import node_order
 
     nodes = node_order(nodes_of(settings), task_key(settings.url, settings.filters))

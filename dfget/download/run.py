@@ -252,7 +252,7 @@ def _via_p2p(
     settings: Settings, p2p: P2PDownload, reporter: Reporter, outcome: Outcome, started: float
 ) -> int | None:
     """The file length when P2P delivered everything; None when the source must fill in."""
-    from dfget.download.p2p import P2PFallback
+    from dfget.download.registration import P2PFallback
 
     try:
         length = p2p.run(started)

@@ -35,6 +35,11 @@ RESULT_SEMI_SUCCESS = 503
 ERROR_FILE_NOT_EXIST = "FILE_NOT_EXIST"
 ERROR_FILE_MD5_NOT_MATCH = "FILE_MD5_NOT_MATCH"
 
+# Why a download went to the source (``backsourceReason`` of /task/metrics).
+REASON_NONE = 0
+REASON_REGISTER_FAILED = 1
+REASON_P2P_ERROR = 3
+
 CDN_CID_PREFIX = "cdnnode:"  # the cid of a supernode's CDN as a piece holder
 CDN_SOURCE_SUPERNODE = "supernode"
 CDN_SOURCE_SOURCE = "source"

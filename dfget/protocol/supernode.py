@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
@@ -39,6 +39,54 @@ API_TIMEOUT = 5.0
 
 class SupernodeError(Exception):
     """A supernode call failed: transport error, non-200 HTTP status or unusable body."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """What dfget tells a supernode when it registers a download (``/peer/registry``); the
+    client adds the supernode's own address. Keys go out in dfget 1.0.6's order, optional ones
+    only when set."""
+
+    raw_url: str
+    task_url: str
+    cid: str
+    ip: str
+    host_name: str
+    port: int  # our peer server's; 0: this peer serves nothing
+    path: str
+    md5: str = ""
+    identifier: str = ""
+    call_system: str = ""
+    headers: tuple[str, ...] = ()
+    dfdaemon: bool = False
+    insecure: bool = False
+    root_cas: tuple[str, ...] = ()  # base64 PEM files
+
+    def as_json(self, supernode_ip: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "superNodeIp": supernode_ip,
+            "rawUrl": self.raw_url,
+            "taskUrl": self.task_url,
+            "cid": self.cid,
+            "ip": self.ip,
+            "hostName": self.host_name,
+            "port": self.port,
+            "path": self.path,
+            "version": PROTOCOL_VERSION,
+        }
+        if self.md5:
+            body["md5"] = self.md5
+        elif self.identifier:
+            body["identifier"] = self.identifier
+        optional = {
+            "callSystem": self.call_system,
+            "headers": list(self.headers),
+            "dfdaemon": self.dfdaemon,
+            "insecure": self.insecure,
+            "rootCAs": list(self.root_cas),
+        }
+        body.update((key, value) for key, value in optional.items() if value)
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +263,9 @@ class SupernodeClient:
         except httpx.HTTPError as exc:
             raise SupernodeError(f"{self.node.address}: {exc or type(exc).__name__}") from exc
 
-    def register(self, body: dict[str, Any]) -> tuple[int, Registration | None, str]:
+    def register(self, request: RegisterRequest) -> tuple[int, Registration | None, str]:
         """POST /peer/registry; returns (code, registration or None, message)."""
-        envelope = _envelope(self._post("/peer/registry", body))
+        envelope = _envelope(self._post("/peer/registry", request.as_json(self.node.host)))
         code = _number(envelope, "code", 0, 999)
         msg = _text(envelope, "msg")
         if code != 200:
@@ -291,6 +339,46 @@ class SupernodeClient:
         response = self._post("/task/metrics", body)
         if response.status_code != 200:
             raise SupernodeError(f"{response.status_code}:{response.text.strip()[:200]}")
+
+    def service_down(self, task_id: str, cid: str) -> bool:
+        return service_down(self.node.address, task_id, cid)
+
+
+class SupernodeApi(Protocol):
+    """The calls a download makes to its supernode (:class:`SupernodeClient` over HTTP, or a
+    stand-in in tests). Every call but ``service_down`` raises SupernodeError on failure."""
+
+    node: Node
+
+    def register(self, request: RegisterRequest) -> tuple[int, Registration | None, str]: ...
+
+    def pull(
+        self,
+        registration: Registration,
+        src_cid: str,
+        dst_cid: str,
+        piece_range: str,
+        result: int,
+        status: int,
+    ) -> PullAnswer: ...
+
+    def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None: ...
+
+    def piece_error(
+        self,
+        error_type: str,
+        src_cid: str,
+        dst_cid: str,
+        dst_ip: str,
+        task_id: str,
+        piece_range: str,
+        real_md5: str = "",
+        expected_md5: str = "",
+    ) -> None: ...
+
+    def metrics(self, body: dict[str, Any]) -> None: ...
+
+    def service_down(self, task_id: str, cid: str) -> bool: ...
 
 
 def service_down(supernode: str, task_id: str, cid: str) -> bool:
