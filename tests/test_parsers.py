@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from dfget.config import Node
 from dfget.net.client import Connection, Endpoint, WireError, _chunk_size
 from dfget.net.server import framing_problem
+from dfget.protocol.messages import PieceTask, Registration, SupernodeError
 from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB
 from dfget.protocol.ranges import PieceRange, parse_content_range
-from dfget.protocol.supernode import PieceTask, Registration, SupernodeError
 from dfget.protocol.wire import decimal
 from dfget.supernode.fileserver import Unsatisfiable, byte_range
 from tests.support.helpers import RawServer

@@ -34,7 +34,7 @@ from dfget.protocol.codes import (
     RESULT_FAILED,
     RESULT_SEMI_SUCCESS,
 )
-from dfget.protocol.supernode import PullAnswer, SupernodeError
+from dfget.protocol.messages import PullAnswer, SupernodeError
 from tests.support.helpers import random_bytes
 from tests.support.origin import Origin
 from tests.support.standin_supernode import Holder, StandInSupernode

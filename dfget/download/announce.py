@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dfget.download.reporting import Reports
-from dfget.protocol.supernode import PieceTask, SupernodeApi
+from dfget.protocol.messages import PieceTask
+from dfget.protocol.supernode import SupernodeApi
 from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 
 log = logging.getLogger(__name__)

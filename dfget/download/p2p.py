@@ -32,15 +32,9 @@ from dfget.download.target import Target
 from dfget.net.client import Endpoint, Pool
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.codes import REASON_P2P_ERROR
+from dfget.protocol.messages import PieceTask, Registration
 from dfget.protocol.pieces import piece_count
-from dfget.protocol.supernode import (
-    PieceTask,
-    Registration,
-    RequestCount,
-    SupernodeApi,
-    SupernodeClient,
-    new_http_client,
-)
+from dfget.protocol.supernode import RequestCount, SupernodeApi, SupernodeClient, new_http_client
 from dfget.redact import Scrubber
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from dfget.download.progress import Progress
-from dfget.protocol.supernode import PieceTask
+from dfget.protocol.messages import PieceTask
 
 STALL_SECONDS = 30.0
 

@@ -25,6 +25,7 @@ from dfget.protocol.codes import (
     ERROR_FILE_MD5_NOT_MATCH,
     ERROR_FILE_NOT_EXIST,
 )
+from dfget.protocol.messages import PieceTask
 from dfget.protocol.pieces import (
     FRAME_OVERHEAD,
     HEAD_LEN,
@@ -35,7 +36,6 @@ from dfget.protocol.pieces import (
     raw_offset,
 )
 from dfget.protocol.ranges import PieceRange
-from dfget.protocol.supernode import PieceTask
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dfget.protocol.codes import (
     STATUS_RUNNING,
     STATUS_START,
 )
-from dfget.protocol.supernode import PieceTask, PullAnswer, SupernodeError
+from dfget.protocol.messages import PieceTask, PullAnswer, SupernodeError
 
 if TYPE_CHECKING:
     from dfget.download.p2p import P2PDownload

@@ -24,13 +24,8 @@ from dfget.protocol.codes import (
     CODE_WAIT_AUTH,
     REASON_REGISTER_FAILED,
 )
-from dfget.protocol.supernode import (
-    RegisterRequest,
-    Registration,
-    SupernodeApi,
-    SupernodeError,
-    node_order,
-)
+from dfget.protocol.messages import RegisterRequest, Registration, SupernodeError
+from dfget.protocol.supernode import SupernodeApi, node_order
 from dfget.protocol.taskid import task_url
 from dfget.redact import SENSITIVE_HEADERS, Scrubber
 

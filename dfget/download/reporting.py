@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dfget.protocol.codes import ERROR_FILE_MD5_NOT_MATCH
-from dfget.protocol.supernode import PieceTask, Registration, SupernodeApi, SupernodeError
+from dfget.protocol.messages import PieceTask, Registration, SupernodeError
+from dfget.protocol.supernode import SupernodeApi
 from dfget.redact import Scrubber
 
 if TYPE_CHECKING:

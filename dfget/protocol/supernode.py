@@ -9,24 +9,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
 from dfget.net.oneshot import get, query
 from dfget.protocol.codes import (
-    CDN_SOURCE_SOURCE,
-    CDN_SOURCE_SUPERNODE,
-    CODE_PEER_CONTINUE,
     DEFAULT_SUPERNODE_PORT,
     JSON_REQUEST_CONTENT_TYPE,
 )
-from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB, piece_count
-from dfget.protocol.ranges import PieceRange
+from dfget.protocol.messages import (
+    PullAnswer,
+    RegisterRequest,
+    Registration,
+    SupernodeError,
+)
 from dfget.protocol.wire import go_json, raw_query
 
 if TYPE_CHECKING:
@@ -35,163 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_TIMEOUT = 5.0
-
-
-class SupernodeError(Exception):
-    """A supernode call failed: transport error, non-200 HTTP status or unusable body."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterRequest:
-    """What dfget tells a supernode when it registers a download (``/peer/registry``); the
-    client adds the supernode's own address. Keys go out in dfget 1.0.6's order, optional ones
-    only when set."""
-
-    raw_url: str
-    task_url: str
-    cid: str
-    ip: str
-    host_name: str
-    port: int  # our peer server's; 0: this peer serves nothing
-    path: str
-    md5: str = ""
-    identifier: str = ""
-    call_system: str = ""
-    headers: tuple[str, ...] = ()
-    dfdaemon: bool = False
-    insecure: bool = False
-    root_cas: tuple[str, ...] = ()  # base64 PEM files
-
-    def as_json(self, supernode_ip: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "superNodeIp": supernode_ip,
-            "rawUrl": self.raw_url,
-            "taskUrl": self.task_url,
-            "cid": self.cid,
-            "ip": self.ip,
-            "hostName": self.host_name,
-            "port": self.port,
-            "path": self.path,
-            "version": PROTOCOL_VERSION,
-        }
-        if self.md5:
-            body["md5"] = self.md5
-        elif self.identifier:
-            body["identifier"] = self.identifier
-        optional = {
-            "callSystem": self.call_system,
-            "headers": list(self.headers),
-            "dfdaemon": self.dfdaemon,
-            "insecure": self.insecure,
-            "rootCAs": list(self.root_cas),
-        }
-        body.update((key, value) for key, value in optional.items() if value)
-        return body
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    node: Node
-    task_id: str
-    file_length: int
-    piece_size: int
-    cdn_source: str
-
-    @classmethod
-    def from_answer(cls, data: object, node: Node) -> Registration:
-        """The ``data`` of a 200 registration answer, every field checked: a task id of 64
-        hex digits, a known cdnSource, a length up to 1 PiB, a piece size up to v1's 15 MiB
-        (wrapped pieces: whole MiB, or their frame heads would be ambiguous)."""
-        if not isinstance(data, dict):
-            raise SupernodeError("supernode sent a registration answer without data")
-        registration = cls(
-            node=node,
-            task_id=_text(data, "taskId"),
-            file_length=_number(data, "fileLength", -1, MAX_FILE_LENGTH, default=-1),
-            piece_size=_number(data, "pieceSize", 6, MAX_PIECE_SIZE),
-            cdn_source=_text(data, "cdnSource") or CDN_SOURCE_SUPERNODE,
-        )
-        if not re.fullmatch(r"[0-9a-f]{64}", registration.task_id):
-            raise SupernodeError(f"supernode sent taskId {registration.task_id[:70]!r}")
-        if registration.cdn_source not in (CDN_SOURCE_SUPERNODE, CDN_SOURCE_SOURCE):
-            raise SupernodeError(f"supernode sent cdnSource {registration.cdn_source[:40]!r}")
-        if registration.cdn_source == CDN_SOURCE_SUPERNODE and registration.piece_size % MiB:
-            raise SupernodeError(
-                f"supernode sent pieceSize {registration.piece_size} for wrapped pieces"
-            )
-        return registration
-
-
-@dataclass(frozen=True, slots=True)
-class PieceTask:
-    """One piece assignment of a 601 answer."""
-
-    range: str
-    piece_num: int
-    piece_size: int
-    piece_md5: str
-    cid: str
-    peer_ip: str
-    peer_port: int
-    path: str
-
-    @classmethod
-    def from_json(cls, item: dict[str, Any], registration: Registration) -> PieceTask:
-        """A piece task checked against the registration: the registered piece size, a piece
-        inside the file, its own range; anything else is the supernode's error."""
-        task = cls(
-            range=_text(item, "range"),
-            piece_num=_number(item, "pieceNum", 0, MAX_PIECES),
-            piece_size=_number(item, "pieceSize", 0, MAX_PIECE_SIZE),
-            piece_md5=_text(item, "pieceMd5"),
-            cid=_text(item, "cid"),
-            peer_ip=_text(item, "peerIp"),
-            peer_port=_number(item, "peerPort", 0, 65535),
-            path=_text(item, "path"),
-        )
-        size = registration.piece_size
-        if task.piece_size != size:
-            raise SupernodeError(f"supernode sent pieceSize {task.piece_size}, registered {size}")
-        if task.range != str(PieceRange.of_piece(task.piece_num, size)):
-            raise SupernodeError(f"supernode sent piece {task.piece_num} as {task.range[:40]!r}")
-        length = registration.file_length
-        wrapped = registration.cdn_source != CDN_SOURCE_SOURCE
-        if length >= 0 and task.piece_num >= piece_count(length, size, wrapped):
-            raise SupernodeError(f"supernode sent piece {task.piece_num}, past the end of the file")
-        return task
-
-    @property
-    def md5(self) -> str:
-        """The bare md5 hex of the wrapped piece ('' when unknown)."""
-        return self.piece_md5.split(":", 1)[0]
-
-
-MAX_FILE_LENGTH = 1 << 50
-MAX_TASKS_PER_ANSWER = 64  # v1 hands out at most 4 pieces per pull
-MAX_PIECES = MAX_FILE_LENGTH // 5
-
-
-def _number(item: dict[str, Any], name: str, low: int, high: int, default: int = 0) -> int:
-    """An integer field of a supernode answer, within [low, high]."""
-    value = item.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SupernodeError(f"supernode sent {name}={str(value)[:40]!r}")
-    return value
-
-
-def _text(item: dict[str, Any], name: str) -> str:
-    value = item.get(name) or ""
-    if not isinstance(value, str) or len(value) > 8192:
-        raise SupernodeError(f"supernode sent a {type(value).__name__} as {name}")
-    return value
-
-
-@dataclass(slots=True)
-class PullAnswer:
-    code: int
-    msg: str = ""
-    pieces: list[PieceTask] = field(default_factory=list)
-    md5: str = ""
 
 
 def _envelope(response: httpx.Response) -> dict[str, Any]:
@@ -266,11 +108,7 @@ class SupernodeClient:
     def register(self, request: RegisterRequest) -> tuple[int, Registration | None, str]:
         """POST /peer/registry; returns (code, registration or None, message)."""
         envelope = _envelope(self._post("/peer/registry", request.as_json(self.node.host)))
-        code = _number(envelope, "code", 0, 999)
-        msg = _text(envelope, "msg")
-        if code != 200:
-            return code, None, msg
-        return code, Registration.from_answer(envelope.get("data"), self.node), msg
+        return Registration.from_envelope(envelope, self.node)
 
     def pull(
         self,
@@ -290,18 +128,7 @@ class SupernodeClient:
             ("status", status),
             ("taskId", registration.task_id),
         ]
-        envelope = _envelope(self._get("/peer/task", params))
-        answer = PullAnswer(_number(envelope, "code", 0, 999), _text(envelope, "msg"))
-        data = envelope.get("data")
-        if answer.code == CODE_PEER_CONTINUE and isinstance(data, list):
-            if len(data) > MAX_TASKS_PER_ANSWER or not all(isinstance(i, dict) for i in data):
-                raise SupernodeError("supernode sent an unusable piece list")
-            answer.pieces = [PieceTask.from_json(item, registration) for item in data]
-        elif isinstance(data, dict):
-            answer.md5 = _text(data, "md5")
-            if answer.md5 and not re.fullmatch(r"[0-9a-f]{32}", answer.md5):
-                raise SupernodeError(f"supernode sent md5 {answer.md5[:40]!r}")
-        return answer
+        return PullAnswer.from_envelope(_envelope(self._get("/peer/task", params)), registration)
 
     def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None:
         params = [

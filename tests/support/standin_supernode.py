@@ -24,15 +24,15 @@ from dfget.protocol.codes import (
     RESULT_FAILED,
     RESULT_SEMI_SUCCESS,
 )
-from dfget.protocol.pieces import piece_count
-from dfget.protocol.ranges import PieceRange
-from dfget.protocol.supernode import (
+from dfget.protocol.messages import (
     PieceTask,
     PullAnswer,
     RegisterRequest,
     Registration,
     SupernodeError,
 )
+from dfget.protocol.pieces import piece_count
+from dfget.protocol.ranges import PieceRange
 
 TASK_ID = "a" * 64
 PER_PULL = 4
