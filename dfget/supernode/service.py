@@ -41,7 +41,8 @@ from dfget.supernode import cdn
 from dfget.supernode.metrics import Metrics
 from dfget.supernode.options import SupernodeOptions
 from dfget.supernode.registration import InvalidRegistration, Registration, parse_registration
-from dfget.supernode.scheduler import UPSTREAM, Assignment, Outcome, Scheduler, SchedulerConfig
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Outcome, SchedulerConfig
 from dfget.supernode.source import (
     PROBE_TIMEOUT,
     NotFound,
