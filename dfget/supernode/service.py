@@ -106,14 +106,8 @@ class Supernode:
         self.repo = options.home / "repo"
         self.metrics = Metrics()
         self._clock = clock
-        self._local = options.cdn_pattern != CDN_SOURCE_SOURCE
-        self._config = SchedulerConfig(
-            down_limit=options.down_limit,
-            up_limit=options.up_limit,
-            upstream_limit=options.cdn_limit,
-            upstream_when_busy=self._local,
-            fetch_wait=options.fetch_wait,
-        )
+        self._local = options.local_cdn
+        self._config = options.scheduler_config()
         self._lock = threading.Lock()
         self._task_locks = [threading.Lock() for _ in range(_TASK_LOCK_STRIPES)]
         self._tasks: dict[str, Task] = {}
