@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dfget.supernode.ledger import ClientState, Ledger
 from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
@@ -272,3 +272,8 @@ class Scheduler(Ledger):
                 if best_load == 0 or first:
                     break
         return best, busy, examined
+
+
+SchedulerFactory = Callable[[int | None, SchedulerConfig, int | None], Scheduler]
+"""Builds a task's scheduler: piece count (None while unknown), limits, seed. Tests swap in a
+double that schedules exactly as Dragonfly 1.0.6 does."""
