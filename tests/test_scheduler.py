@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dfget.supernode.scheduler import (
-    UPSTREAM,
-    Assignment,
-    Decision,
-    Outcome,
-    Scheduler,
-    SchedulerConfig,
-)
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
 
 SOURCE = SchedulerConfig(upstream_when_busy=False, fetch_wait=10.0)
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from dfget.supernode.scheduler import UPSTREAM, Scheduler
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.scheduling import UPSTREAM
 from tests.bench.simulate import GBIT, MiB, SimConfig, SimResult, scale, simulate
 
 TINY = SimConfig(

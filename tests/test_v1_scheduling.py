@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dfget.supernode.scheduler import UPSTREAM, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, Outcome, SchedulerConfig
 from tests.support.helpers import random_bytes, start_dfget
 from tests.support.origin import Origin
 from tests.support.peers import Peers

@@ -16,8 +16,8 @@ from dfget.supernode.api import make_api_handler
 from dfget.supernode.fileserver import make_file_handler
 from dfget.supernode.gc import Collector
 from dfget.supernode.options import SupernodeOptions
-from dfget.supernode.scheduler import Scheduler
-from dfget.supernode.service import SchedulerFactory, Supernode
+from dfget.supernode.scheduler import Scheduler, SchedulerFactory
+from dfget.supernode.service import Supernode
 
 log = logging.getLogger(__name__)
 

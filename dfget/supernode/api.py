@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dfget import PROTOCOL_VERSION, __version__
 from dfget.net.server import Handler
 from dfget.supernode.fileserver import serve_file
-from dfget.supernode.service import Reply, Supernode, refuse
+from dfget.supernode.replies import Reply, refuse
+from dfget.supernode.service import Supernode
 
 log = logging.getLogger(__name__)
 

@@ -26,113 +26,24 @@ no I/O, no clock (callers pass ``now``), randomness only from its seeded ``rando
 every collection walked during a decision is insertion-ordered (no ``set`` iteration, whose order
 depends on string hashing). A decision costs O(pieces + holders examined), and the holders examined
 beyond the samples are capped by ``scan_limit``, so it stays well under a millisecond at 10,000
-holders (tests/bench/simulate.py --scale measures it). Memory per task is about 12 bytes per
-(holder, piece) plus a few hundred bytes per client.
+holders (tests/bench/simulate.py --scale measures it).
+
+The bookkeeping behind these rules (holder lists, runs, loads, expiry) is
+:class:`~dfget.supernode.ledger.Ledger`'s; this module holds the rules.
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
 import random
-from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
-UPSTREAM = "\x00upstream"
-"""Holder id of the supernode itself: its CDN cache, or the origin in the source pattern."""
+from dfget.supernode.ledger import ClientState, Ledger
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
 
 
-class Outcome(enum.Enum):
-    """What a client is told when it asks for work (mapped to 600/601/602 by the API)."""
-
-    ASSIGNED = "assigned"
-    FINISHED = "finished"
-    LIMITED = "limited"
-    """The client already runs ``down_limit`` pieces."""
-    NOTHING_AVAILABLE = "nothing-available"
-    """No piece this client lacks is available anywhere yet."""
-    ALL_RUNNING = "all-running"
-    """Every available piece this client lacks is already running for it."""
-    NO_HOLDER = "no-holder"
-    """Pieces are available but no holder can take them right now."""
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    piece: int
-    holder: str
-    """A client id, or :data:`UPSTREAM`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    outcome: Outcome
-    assignments: tuple[Assignment, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    down_limit: int = 4
-    """Pieces running at once per client."""
-    up_limit: int = 5
-    """Concurrent uploads per peer holder."""
-    upstream_limit: int = 4
-    """Concurrent pieces served by the upstream holder for this task, across all clients."""
-    upstream_when_busy: bool = True
-    """Fall back to upstream when every live holder of a piece is busy (not just absent)."""
-    fetch_wait: float = 15.0
-    """How long others wait for a piece one client is fetching from upstream."""
-    running_timeout: float = 120.0
-    """A running piece that is never reported is forgotten after this long."""
-    silence_timeout: float = 10.0
-    """A client that has not pulled for this long has probably died: its running pieces (and
-    the upstream slots they hold) go back to the others. Live clients pull every few seconds."""
-    failure_limit: int = 5
-    """A client with more consecutive failures than this is sent upstream."""
-    elimination_limit: int = 5
-    """A holder with this many consecutive upload failures is no longer handed out."""
-    sample: int = 3
-    """Holders sampled per piece before a full scan."""
-    scan_limit: int = 256
-    """Holders one decision examines in full scans, beyond the samples. Bounds a decision's cost
-    at any fleet size; past it, a piece whose sampled holders are all saturated counts as busy."""
-    order_window: int = 8
-    """Equally rare pieces are handed out window by window of this many pieces (randomly within
-    one): front to back, yet spread over several pieces for clients that start together."""
-
-
-@dataclass(slots=True)
-class _Run:
-    holder: str
-    started: float
-    seq: int
-
-
-@dataclass(slots=True)
-class _Client:
-    """One downloading client, and (once it holds pieces) one holder."""
-
-    done: bytearray
-    serves: bool
-    pos: array[int]
-    """Per piece: this client's index in that piece's holder list, -1 when not listed (an array,
-    not a dict per piece: 4 bytes per piece instead of ~50 at 10,000 holders)."""
-    done_count: int = 0
-    running: dict[int, _Run] = field(default_factory=dict)
-    blacklist: set[str] = field(default_factory=set)
-    errors: int = 0
-    load: int = 0
-    service_errors: int = 0
-    last_seen: float = 0.0
-
-
-class UnknownClient(KeyError):
-    """The client was never added to this scheduler (or was removed)."""
-
-
-class Scheduler:
-    """Scheduling state of one task. Not thread-safe: callers serialise access."""
+class Scheduler(Ledger):
+    """Scheduling decisions of one task. Not thread-safe: callers serialise access."""
 
     def __init__(
         self,
@@ -140,120 +51,9 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         seed: int | None = None,
     ) -> None:
-        self.config = config or SchedulerConfig()
+        super().__init__(piece_count, config or SchedulerConfig())
         self._rng = random.Random(seed)
-        self._count = piece_count
-        self._size = 0
-        self._ready = bytearray()
-        self._ready_count = 0
-        # Per piece its holders; one shared empty tuple until a piece has any, so a task's
-        # state follows the pieces in play (a 64 GB task: 35 KB, not 280 KB of empty lists).
-        self._holders: list[list[str] | tuple[()]] = []
-        self._fetchers: dict[int, dict[str, float]] = {}
-        self._upstream_load = 0
-        self._clients: dict[str, _Client] = {}
-        self._expiry: list[tuple[float, int, str, int]] = []
-        self._seq = 0
         self._scan_left = 0
-        if piece_count:
-            self._grow(piece_count)
-
-    # ---- task-level events -------------------------------------------------------------
-
-    @property
-    def piece_count(self) -> int | None:
-        return self._count
-
-    @property
-    def ready_count(self) -> int:
-        return self._ready_count
-
-    @property
-    def upstream_load(self) -> int:
-        return self._upstream_load
-
-    def set_piece_count(self, count: int) -> None:
-        """Fix the piece total once it is known (unknown-length sources learn it at the end)."""
-        self._grow(count)
-        self._count = count
-
-    def mark_ready(self, piece: int) -> None:
-        """The upstream holder can serve ``piece`` (a CDN piece landed)."""
-        self._grow(piece + 1)
-        if not self._ready[piece]:
-            self._ready[piece] = 1
-            self._ready_count += 1
-
-    def mark_all_ready(self) -> None:
-        """Source pattern: the origin has every piece from the start."""
-        if self._count is None:
-            raise ValueError("piece count unknown")
-        for piece in range(self._count):
-            self.mark_ready(piece)
-
-    def reset_ready(self) -> None:
-        """The upstream copy is being rebuilt: nothing is ready upstream until it lands again."""
-        self._ready = bytearray(self._size)
-        self._ready_count = 0
-
-    # ---- clients ---------------------------------------------------------------------------
-
-    def add_client(self, cid: str, serves: bool = True) -> None:
-        """Add a client (idempotent). ``serves``: it runs a peer server others can fetch from."""
-        client = self._clients.get(cid)
-        if client is None:
-            pos = array("i", [-1]) * self._size
-            self._clients[cid] = _Client(done=bytearray(self._size), serves=serves, pos=pos)
-        elif client.serves != serves:
-            client.serves = serves
-            if serves:
-                for piece in self._done_pieces(client):
-                    self._add_holder(piece, cid, client)
-            else:
-                self._withdraw(cid, client)
-
-    def done_count(self, cid: str) -> int:
-        return self._client(cid).done_count
-
-    def running(self, cid: str) -> dict[int, str]:
-        """Pieces running for a client, with their holders (for inspection and tests)."""
-        return {piece: run.holder for piece, run in self._client(cid).running.items()}
-
-    def holders(self, piece: int) -> list[str]:
-        return list(self._holders[piece]) if piece < self._size else []
-
-    def load(self, cid: str) -> int:
-        """Current upload load of a holder."""
-        return self._client(cid).load
-
-    def service_down(self, cid: str) -> bool:
-        """The client's peer server went away: stop handing it out at once."""
-        client = self._clients.get(cid)
-        if client is None:
-            return False
-        client.serves = False
-        self._withdraw(cid, client)
-        return True
-
-    def stop_running(self, cid: str) -> None:
-        """The client ended its download (it reported the result, or gave up): the pieces it
-        was fetching will never be reported, so others need not wait for them."""
-        client = self._clients.get(cid)
-        if client is None:
-            return
-        for piece, run in client.running.items():
-            self._release(cid, piece, run)
-        client.running.clear()
-
-    def remove_client(self, cid: str) -> None:
-        """Forget a client entirely (garbage collection)."""
-        client = self._clients.get(cid)
-        if client is None:
-            return
-        self._withdraw(cid, client)
-        for piece, run in client.running.items():
-            self._release(cid, piece, run)
-        del self._clients[cid]
 
     # ---- reports ---------------------------------------------------------------------------
 
@@ -314,6 +114,17 @@ class Scheduler:
         if client is not None and holder != UPSTREAM and holder in self._clients:
             client.blacklist.add(holder)
 
+    def _penalise(self, cid: str, client: ClientState, holder: str) -> None:
+        client.errors += 1
+        source = self._clients.get(holder)
+        if holder == UPSTREAM or source is None:
+            return
+        client.blacklist.add(holder)
+        source.service_errors += 1
+        if source.service_errors >= self.config.elimination_limit:
+            source.serves = False
+            self._withdraw(holder, source)
+
     # ---- the decision ----------------------------------------------------------------------
 
     def schedule(self, cid: str, now: float) -> Decision:
@@ -366,7 +177,7 @@ class Scheduler:
         return Decision(Outcome.ASSIGNED, tuple(assignments))
 
     def _choose(
-        self, cid: str, client: _Client, piece: int, now: float, skip: dict[str, bool]
+        self, cid: str, client: ClientState, piece: int, now: float, skip: dict[str, bool]
     ) -> str | None:
         busy = False
         if self._holders[piece] and client.errors <= self.config.failure_limit:
@@ -391,7 +202,7 @@ class Scheduler:
         )
 
     def _pick_peer(
-        self, cid: str, client: _Client, piece: int, skip: dict[str, bool]
+        self, cid: str, client: ClientState, piece: int, skip: dict[str, bool]
     ) -> tuple[str | None, bool]:
         """The least loaded usable holder of a piece, and whether a usable one was busy.
 
@@ -426,7 +237,12 @@ class Scheduler:
         return best, busy or busy_scan or (best is None and budget < count)
 
     def _least_loaded(
-        self, cid: str, client: _Client, order: Sequence[str], skip: dict[str, bool], first: bool
+        self,
+        cid: str,
+        client: ClientState,
+        order: Sequence[str],
+        skip: dict[str, bool],
+        first: bool,
     ) -> tuple[str | None, bool, int]:
         """The least loaded usable holder in ``order`` (``first``: the first free one), whether
         a usable one was saturated, and how many holders were examined."""
@@ -457,101 +273,7 @@ class Scheduler:
                     break
         return best, busy, examined
 
-    # ---- bookkeeping -----------------------------------------------------------------------
 
-    def _client(self, cid: str) -> _Client:
-        try:
-            return self._clients[cid]
-        except KeyError:
-            raise UnknownClient(cid) from None
-
-    def _grow(self, size: int) -> None:
-        if size <= self._size:
-            return
-        extra = size - self._size
-        self._ready.extend(bytes(extra))
-        self._holders.extend([()] * extra)
-        for client in self._clients.values():
-            client.done.extend(bytes(extra))
-            client.pos.extend(array("i", [-1]) * extra)
-        self._size = size
-
-    def _done_pieces(self, client: _Client) -> list[int]:
-        return [piece for piece in range(self._size) if client.done[piece]]
-
-    def _add_holder(self, piece: int, cid: str, client: _Client) -> None:
-        if client.pos[piece] < 0:
-            holders = self._holders[piece]
-            if not isinstance(holders, list):
-                holders = self._holders[piece] = []
-            client.pos[piece] = len(holders)
-            holders.append(cid)
-
-    def _remove_holder(self, piece: int, client: _Client) -> None:
-        index = client.pos[piece]
-        if index < 0:
-            return
-        client.pos[piece] = -1
-        holders = self._holders[piece]
-        assert isinstance(holders, list)  # this client is listed there
-        last = holders.pop()
-        if index < len(holders):
-            holders[index] = last
-            self._clients[last].pos[piece] = index
-
-    def _withdraw(self, cid: str, client: _Client) -> None:
-        for piece in self._done_pieces(client):
-            self._remove_holder(piece, client)
-
-    def _penalise(self, cid: str, client: _Client, holder: str) -> None:
-        client.errors += 1
-        source = self._clients.get(holder)
-        if holder == UPSTREAM or source is None:
-            return
-        client.blacklist.add(holder)
-        source.service_errors += 1
-        if source.service_errors >= self.config.elimination_limit:
-            source.serves = False
-            self._withdraw(holder, source)
-
-    def _start(self, cid: str, client: _Client, piece: int, holder: str, now: float) -> None:
-        self._seq += 1
-        client.running[piece] = _Run(holder, now, self._seq)
-        if holder == UPSTREAM:
-            self._upstream_load += 1
-            self._fetchers.setdefault(piece, {})[cid] = now
-        else:
-            self._clients[holder].load += 1
-        client.last_seen = max(client.last_seen, now)
-        deadline = now + min(self.config.running_timeout, self.config.silence_timeout)
-        heapq.heappush(self._expiry, (deadline, self._seq, cid, piece))
-
-    def _release(self, cid: str, piece: int, run: _Run) -> None:
-        if run.holder == UPSTREAM:
-            self._upstream_load -= 1
-            fetchers = self._fetchers.get(piece)
-            if fetchers is not None:
-                fetchers.pop(cid, None)
-                if not fetchers:
-                    del self._fetchers[piece]
-        else:
-            source = self._clients.get(run.holder)
-            if source is not None:
-                source.load -= 1
-
-    def _expire(self, now: float) -> None:
-        """Forget runs that were never reported (amortised O(1): one heap entry per run)."""
-        while self._expiry and self._expiry[0][0] <= now:
-            _, seq, cid, piece = heapq.heappop(self._expiry)
-            client = self._clients.get(cid)
-            run = client.running.get(piece) if client is not None else None
-            if client is None or run is None or run.seq != seq:
-                continue
-            deadline = min(
-                run.started + self.config.running_timeout,
-                client.last_seen + self.config.silence_timeout,
-            )
-            if deadline <= now:
-                self._release(cid, piece, client.running.pop(piece))
-            else:  # the client pulled since: look again later
-                heapq.heappush(self._expiry, (deadline, seq, cid, piece))
+SchedulerFactory = Callable[[int | None, SchedulerConfig, int | None], Scheduler]
+"""Builds a task's scheduler: piece count (None while unknown), limits, seed. Tests swap in a
+double that schedules exactly as Dragonfly 1.0.6 does."""

@@ -1,7 +1,8 @@
 """What the supernode remembers about tasks and the clients downloading them.
 
-Plain records; :mod:`dfget.supernode.service` owns them under one lock. Scheduling state (who
-holds what, who runs what) lives in each task's :class:`~dfget.supernode.scheduler.Scheduler`.
+Plain records; :class:`~dfget.supernode.state.SupernodeState` keeps them under one lock.
+Scheduling state (who holds what, who runs what) lives in each task's
+:class:`~dfget.supernode.scheduler.Scheduler`.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ from pathlib import Path
 from typing import Any
 
 from dfget.protocol.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
-from dfget.supernode.scheduler import UPSTREAM, Outcome, Scheduler, SchedulerConfig
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.scheduling import UPSTREAM, Outcome, SchedulerConfig
 
 MB = 1_000_000
 MiB = 1024 * 1024

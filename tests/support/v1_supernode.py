@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfget.supernode.scheduler import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
 
 SUPER_LOAD_RESET = 30.0
 """v1 resets a task's supernode load to 0 when it has not changed for this long."""
