@@ -9,10 +9,10 @@ Run from the repository root:
     python -m tests.bench.simulate --validate --measured fanout.json  # vs tests/bench/fanout.py
 
 A discrete-event simulation, no network: every decision comes from
-:class:`dfget.supernode.scheduler.Scheduler`, configured and fed the way
-:mod:`dfget.supernode.service` does it (``mark_ready`` as CDN pieces land in the local pattern,
-``mark_all_ready`` at the first registration in the source pattern, ``report`` for every piece
-result, ``upstream_when_busy`` only in the local pattern, the same limits).
+:class:`dfget.supernode.scheduler.Scheduler`, configured and fed the way the supernode does
+it in dfget/supernode/cdn_copy.py and reports.py (``mark_ready`` as CDN pieces land in the local
+pattern, ``mark_all_ready`` at the first registration in the source pattern, ``report`` for
+every piece result, ``upstream_when_busy`` only in the local pattern, the same limits).
 
 Each node mirrors the pull loop of :mod:`dfget.download.p2p`: it registers and pulls at once; a
 pull carries one piece result; after a pull that started pieces, or with results waiting, it
@@ -207,7 +207,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def scheduler_config(pattern: str, policy: str) -> SchedulerConfig:
-    """What `dfget supernode` uses (service.py), or the v1-like policy.
+    """What `dfget supernode` uses (SupernodeOptions.scheduler_config), or the v1-like policy.
 
     v1-like: the upstream holder whenever no peer is free (busy or blacklisted holders included,
     in both patterns), and no single-fetcher rule (``fetch_wait=0``): several clients fetch the
