@@ -2,6 +2,22 @@
 
 Every failure a user can see maps to exactly one exit code below 256. dfdaemon treats 0 as
 success and 100 as "authentication required"; everything else is a failure whose code says why.
+
+Every exception dfget raises on purpose derives from :class:`DfgetError`. The categories are
+here; modules define the specific ones they raise beside their code:
+
+- ``UsageError``: flags, configuration, a trace file (``SettingsError``, ``ConfigError``...).
+- ``LocalIOError``, ``DownloadTimeout``, ``DigestMismatchError``, ``Interrupted``.
+- ``NetworkError``: the network failed us (``SupernodeError``).
+- ``ProtocolError``: a peer, supernode or source sent something the protocol does not allow,
+  and it was refused where it entered (``FramingError``, ``RangeError``, ``WireError``...).
+- ``SourceHTTPError``: the source answered with an unusable status (``NotFoundError``,
+  ``AuthRequiredError``), and ``SupernodeAuthError``.
+- ``Refused``: a server of ours declines a request it received (a supernode over its bounds,
+  a conflicting task, a peer server asked for what it does not serve), answered with an error
+  status rather than raised to the user.
+- Flow between a download's paths: ``P2PFallback`` (P2P cannot deliver, the source takes over),
+  ``P2PFailedError`` (and ``--notbs`` forbids that), ``Cancelled`` (a path is abandoned).
 """
 
 from __future__ import annotations
@@ -73,6 +89,17 @@ class DownloadTimeout(DfgetError):
     exit_code = ExitCode.TIMEOUT
 
 
+class ProtocolError(DfgetError):
+    """What a peer, supernode or source sent breaks the protocol; it is refused."""
+
+    exit_code = ExitCode.NETWORK
+
+
+class Refused(DfgetError):
+    """A server of ours declines a request (answered with an error status, not raised to the
+    user)."""
+
+
 class SourceHTTPError(DfgetError):
     """The origin answered with a status we cannot use."""
 
@@ -130,6 +157,21 @@ class P2PFailedError(DfgetError):
     """P2P did not complete and falling back to the source is not allowed (--notbs)."""
 
     exit_code = ExitCode.P2P_FAILED
+
+
+class P2PFallback(DfgetError):
+    """P2P cannot (or can no longer) deliver; the caller fetches what is missing elsewhere.
+    ``reason`` is v1's back-source reason (protocol/codes.py)."""
+
+    exit_code = ExitCode.P2P_FAILED
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Cancelled(DfgetError):
+    """Raised inside a fetch thread when its path of the download is being abandoned."""
 
 
 class Interrupted(DfgetError):

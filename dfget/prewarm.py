@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from dfget.errors import NetworkError
+
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -42,7 +44,7 @@ INDEX_TYPES = (
 ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 
 
-class PrewarmError(Exception):
+class PrewarmError(NetworkError):
     """The manifest could not be fetched or understood."""
 
 

@@ -18,9 +18,8 @@ from dfget.download.network import Identity
 from dfget.download.p2p import P2PDownload
 from dfget.download.progress import Progress
 from dfget.download.pull_session import MAX_PIECE_FAILURES
-from dfget.download.registration import P2PFallback
 from dfget.download.target import Target
-from dfget.errors import SupernodeAuthError
+from dfget.errors import P2PFallback, SupernodeAuthError
 from dfget.net.client import Pool
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.codes import (

@@ -8,9 +8,7 @@ import threading
 import time
 from typing import Any
 
-
-class Cancelled(Exception):
-    """Raised inside a fetch thread when the download is being abandoned."""
+from dfget.errors import Cancelled
 
 
 class Cancel:

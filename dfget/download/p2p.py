@@ -26,9 +26,10 @@ from dfget.download.network import Identity
 from dfget.download.piece_fetch import Layout, PieceFetcher, PieceResult
 from dfget.download.progress import Progress
 from dfget.download.pull_session import PullSession
-from dfget.download.registration import P2PFallback, Registrar
+from dfget.download.registration import Registrar
 from dfget.download.reporting import Link, Reports
 from dfget.download.target import Target
+from dfget.errors import P2PFallback
 from dfget.net.client import Endpoint, Pool
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.codes import REASON_P2P_ERROR

@@ -16,10 +16,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dfget.download.cancel import Cancelled
 from dfget.download.pacing import STALL_SECONDS, Backoff, StallWatch, WorkerPool
 from dfget.download.piece_fetch import PieceResult
-from dfget.download.registration import P2PFallback
+from dfget.errors import Cancelled, P2PFallback
 from dfget.protocol.codes import (
     CODE_PEER_CONTINUE,
     CODE_PEER_FINISH,

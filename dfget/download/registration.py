@@ -16,7 +16,7 @@ from pathlib import Path
 from dfget.config import Node, Settings
 from dfget.download.cancel import Cancel
 from dfget.download.network import Identity
-from dfget.errors import SupernodeAuthError
+from dfget.errors import P2PFallback, SupernodeAuthError
 from dfget.protocol.codes import (
     CODE_NEED_AUTH,
     CODE_SUCCESS,
@@ -32,14 +32,6 @@ from dfget.redact import SENSITIVE_HEADERS, Scrubber
 log = logging.getLogger(__name__)
 
 ATTEMPTS_PER_NODE = 3  # a node that answers "wait for auth" is asked again, a second apart
-
-
-class P2PFallback(Exception):
-    """P2P cannot (or can no longer) deliver; the caller fetches what is missing elsewhere."""
-
-    def __init__(self, reason: int, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Registrar:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from dfget.config import Settings
 from dfget.digest import Digest, expected_digests
-from dfget.download.cancel import Cancel, Cancelled
+from dfget.download.cancel import Cancel
 from dfget.download.network import (
     SERVER_DID_NOT_START,
     announce_finished,
@@ -39,6 +39,7 @@ from dfget.download.source import MIN_PART, SourceFetcher, parse_header_option
 from dfget.download.target import Target
 from dfget.download.verify import verify_digests
 from dfget.errors import (
+    Cancelled,
     DfgetError,
     DownloadTimeout,
     Interrupted,
@@ -252,7 +253,7 @@ def _via_p2p(
     settings: Settings, p2p: P2PDownload, reporter: Reporter, outcome: Outcome, started: float
 ) -> int | None:
     """The file length when P2P delivered everything; None when the source must fill in."""
-    from dfget.download.registration import P2PFallback
+    from dfget.errors import P2PFallback
 
     try:
         length = p2p.run(started)

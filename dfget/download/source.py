@@ -24,11 +24,12 @@ from urllib.parse import urljoin
 
 from dfget import PROTOCOL_VERSION
 from dfget.download.accounting import SOURCE, Accounting
-from dfget.download.cancel import Cancel, Cancelled
+from dfget.download.cancel import Cancel
 from dfget.download.pipeline import Pipeline
 from dfget.download.progress import Progress
 from dfget.download.target import Target
 from dfget.errors import (
+    Cancelled,
     DfgetError,
     DownloadTimeout,
     NetworkError,

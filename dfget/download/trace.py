@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
 
+from dfget.errors import UsageError
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -44,7 +46,7 @@ class Trace:
                 self._raw.close()
 
 
-class TraceError(ValueError):
+class TraceError(UsageError, ValueError):
     """A file that is not a readable trace."""
 
 

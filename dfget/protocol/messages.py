@@ -9,6 +9,7 @@ from typing import Any
 
 from dfget import PROTOCOL_VERSION
 from dfget.config import Node
+from dfget.errors import NetworkError
 from dfget.protocol.codes import (
     CDN_SOURCE_SOURCE,
     CDN_SOURCE_SUPERNODE,
@@ -19,7 +20,7 @@ from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB, piece_count
 from dfget.protocol.ranges import PieceRange
 
 
-class SupernodeError(Exception):
+class SupernodeError(NetworkError):
     """A supernode call failed: transport error, non-200 HTTP status or unusable body."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from dfget.errors import ProtocolError
 from dfget.protocol.ranges import PieceRange, RangeError
 
 MiB = 1024 * 1024
@@ -26,7 +27,7 @@ DATA_LEN_MASK = 0xFFFFFF
 _HEAD = struct.Struct(">I")
 
 
-class FramingError(ValueError):
+class FramingError(ProtocolError, ValueError):
     """A wrapped piece whose head, length or tail is not what the protocol requires."""
 
 

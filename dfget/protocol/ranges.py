@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dfget.errors import ProtocolError
 from dfget.protocol.wire import decimal
 
 
-class RangeError(ValueError):
+class RangeError(ProtocolError, ValueError):
     """A range header or range string that cannot be parsed or satisfied."""
 
 

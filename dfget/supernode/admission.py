@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 
+from dfget.errors import Refused
 from dfget.protocol.codes import CDN_SOURCE_SOURCE, CDN_SOURCE_SUPERNODE, CODE_SUCCESS
 from dfget.protocol.pieces import piece_count, piece_size_for_length
 from dfget.redact import redact_url
@@ -38,11 +39,11 @@ UNREACHABLE_FOR = 180.0
 _TASK_LOCK_STRIPES = 64
 
 
-class OverLimit(Exception):
+class OverLimit(Refused):
     """A registration that would take the supernode past one of its bounds."""
 
 
-class TaskConflict(Exception):
+class TaskConflict(Refused):
     """Same task id, different URL or md5/identifier."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from dfget.errors import Refused
 from dfget.protocol.pieces import FRAME_OVERHEAD, TAIL, frame_head
 from dfget.protocol.wire import decimal
 from dfget.redact import redact_url
@@ -32,7 +33,7 @@ DECIDE_TIMEOUT = 60.0
 """A fill whose registration never decides (a bug, or a crash) gives up instead of leaking."""
 
 
-class CdnError(Exception):
+class CdnError(Refused):
     """The CDN fetch failed; the task is marked failed and retried by the next registration."""
 
 

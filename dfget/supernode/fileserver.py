@@ -15,11 +15,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from dfget.net.server import TEXT, Handler
-from dfget.protocol.ranges import range_sides
+from dfget.protocol.ranges import RangeError, range_sides
 from dfget.protocol.wire import decimal
 
 
-class Unsatisfiable(ValueError):
+class Unsatisfiable(RangeError):
     """A range that starts at or past EOF (416)."""
 
 

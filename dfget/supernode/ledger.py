@@ -13,6 +13,7 @@ import heapq
 from array import array
 from dataclasses import dataclass, field
 
+from dfget.errors import ProtocolError
 from dfget.supernode.scheduling import UPSTREAM, SchedulerConfig
 
 
@@ -43,7 +44,7 @@ class ClientState:
     last_seen: float = 0.0
 
 
-class UnknownClient(KeyError):
+class UnknownClient(ProtocolError, KeyError):
     """The client was never added to this scheduler (or was removed)."""
 
 

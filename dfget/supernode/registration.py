@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from dfget.errors import ProtocolError
 from dfget.protocol.taskid import task_id, task_url
 from dfget.protocol.wire import decimal, headers_to_map, lower_keys
 from dfget.redact import redact_url
@@ -28,7 +29,7 @@ PEER_PORT_MIN = 15000
 PEER_PORT_MAX = 65000
 
 
-class InvalidRegistration(ValueError):
+class InvalidRegistration(ProtocolError, ValueError):
     """The body cannot be parsed or a field is invalid (HTTP 500, as in v1)."""
 
 

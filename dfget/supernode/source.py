@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from dfget.errors import Refused
 from dfget.protocol.wire import decimal
 
 PROBE_TIMEOUT = 4.0
@@ -23,12 +24,8 @@ PROBE_RECEIVE_BUFFER = 16 * 1024
 small receive window keeps it from pushing megabytes at us before we hang up."""
 
 
-class SourceError(Exception):
+class SourceError(Refused):
     """The source refused the task: registration fails (HTTP 500)."""
-
-
-class AuthRequired(SourceError):
-    """The source answered 401 or 407."""
 
 
 class NotFound(SourceError):
@@ -72,7 +69,7 @@ class Source:
 def length_from_head(status: int, content_length: str | None) -> int:
     """The raw length a source's response head announces, -1 when unknown."""
     if status in (401, 407):
-        raise AuthRequired(f"the source needs authentication ({status})")
+        raise SourceError(f"the source needs authentication ({status})")
     if status == 404:
         raise NotFound("the source answered 404")
     length = decimal(content_length or "")
