@@ -18,7 +18,7 @@ from dfget.cliopts import (
     expiretime_option,
     home_option,
 )
-from dfget.config import DEFAULT_CONNECTIONS, PATTERNS
+from dfget.config import DEFAULT_CONNECTIONS, PATTERNS, SettingsError, build_settings
 from dfget.errors import DfgetError, ExitCode, exit_code_table
 from dfget.subcommands import cache, prewarm, server, supernode, trace
 
@@ -325,8 +325,6 @@ def cli(ctx: click.Context, /, **values: object) -> None:
         return
     if not values["url"]:
         raise click.UsageError("missing --url", ctx)
-    from dfget.settings import SettingsError, build_settings
-
     explicit = {
         name
         for name in values

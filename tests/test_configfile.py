@@ -18,9 +18,8 @@ from click.testing import CliRunner
 
 from dfget import configfile
 from dfget.cli import cli
-from dfget.config import Node, Settings
+from dfget.config import Node, Settings, check_cacerts, headers_from_env
 from dfget.configfile import ConfigError, FileConfig, find, load, parse_yaml_subset
-from dfget.settings import check_cacerts, headers_from_env
 
 URL = "http://127.0.0.1:9/dir/file.bin"
 
