@@ -1,6 +1,6 @@
-"""The download's settings: the :class:`Settings` dataclass, the supernode list, and
-:func:`build_settings`, which fills Settings from flags > ``DFGET_*`` environment >
-configuration file > defaults.
+"""The download's settings: the :class:`Settings` dataclass, whose field defaults are the
+download's defaults, the supernode list, and :func:`build_settings`, which fills Settings from
+flags > ``DFGET_*`` environment > configuration file > those defaults.
 
 Unlike v1, an explicit ``0`` on the command line is honoured (``-s 0`` really means unlimited).
 """
@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from dfget.defaults import field_default
 from dfget.protocol.codes import DEFAULT_SUPERNODE_PORT
 from dfget.protocol.wire import decimal
+from dfget.uploader.cache import Amount
+from dfget.uploader.options import ServerOptions
 
-if TYPE_CHECKING:
-    from dfget.uploader.cache import Amount
-
-DEFAULT_HOME = Path.home() / ".small-dragonfly"
-DEFAULT_NODE = f"127.0.0.1:{DEFAULT_SUPERNODE_PORT}"
-DEFAULT_MINRATE = 64 * 1024
-DEFAULT_CONNECTIONS = 1
-DEFAULT_CACHE_MIN_FREE = "1GB"  # the peer server's files never eat into this much free space
+DEFAULT_NODE = f"127.0.0.1:{DEFAULT_SUPERNODE_PORT}"  # when neither flags nor the file name one
 PATTERNS = ("p2p", "cdn", "source")
 HEADER_ENV_PREFIX = "DFGET_HEADER_"
 # DFGET_HEADER_FILE is the --header-file option, not a header named "File".
@@ -101,18 +96,20 @@ class Settings:
     supernode_credentials: bool = True  # the user's credential headers go into the registration
     dfdaemon: bool = False
     locallimit: int = 0
-    minrate: int = DEFAULT_MINRATE
-    totallimit: int = 0
+    minrate: int = 64 * 1024
+    totallimit: int = field_default(ServerOptions, "totallimit")
     timeout: float = 0.0
     clientqueue: int = 6
-    connections: int = DEFAULT_CONNECTIONS
-    home: Path = field(default_factory=lambda: DEFAULT_HOME)
-    ip: str = ""
-    port: int = 0
-    expiretime: float | None = None  # the peer server's upper bounds, when set
-    alivetime: float | None = None
-    cache_budget: Amount | None = None  # None: the peer server's default
-    cache_min_free: Amount | None = None
+    connections: int = 1
+    # The work home and the peer server's options, which the download passes on to the server
+    # it starts: the server's defaults.
+    home: Path = field_default(ServerOptions, "home")
+    ip: str = field_default(ServerOptions, "ip")
+    port: int = field_default(ServerOptions, "port")
+    expiretime: float | None = field_default(ServerOptions, "expiretime")
+    alivetime: float | None = field_default(ServerOptions, "alivetime")
+    cache_budget: Amount | None = field_default(ServerOptions, "cache_budget")
+    cache_min_free: Amount = field_default(ServerOptions, "cache_min_free")
     showbar: bool = False
     quiet: bool = False
     json: bool = False
