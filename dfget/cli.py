@@ -17,8 +17,9 @@ from dfget.cliopts import (
     cache_options,
     expiretime_option,
     home_option,
+    settings_option,
 )
-from dfget.config import DEFAULT_CONNECTIONS, PATTERNS
+from dfget.config import DEFAULT_NODE, PATTERNS, SettingsError, build_settings
 from dfget.errors import DfgetError, ExitCode, exit_code_table
 from dfget.subcommands import cache, prewarm, server, supernode, trace
 
@@ -162,19 +163,17 @@ class SectionedGroup(click.Group):
     envvar="DFGET_FILTER",
     help="'&'-separated query parameter names left out of the task URL (e.g. signed-URL tokens).",
 )
-@click.option(
+@settings_option(
     "--connections",
     type=click.IntRange(1, 64),
-    default=DEFAULT_CONNECTIONS,
     show_default=True,
     help="Parallel ranged connections to the source. 1: each missing range is one streaming "
     "request (a whole file: one GET, as with curl).",
 )
-@click.option(
+@settings_option(
     "-p",
     "--pattern",
     type=click.Choice(PATTERNS),
-    default="p2p",
     show_default=True,
     help="p2p: peers, CDN, then source, and serve pieces; cdn: the same without serving; "
     "source: the origin only.",
@@ -186,14 +185,13 @@ class SectionedGroup(click.Group):
     multiple=True,
     envvar="DFGET_NODE",
     help="Supernodes 'host[:port][=weight],...' (last occurrence wins). Default: the "
-    "configuration file, else 127.0.0.1:8002.",
+    f"configuration file, else {DEFAULT_NODE}.",
 )
 @click.option(
     "--notbs", is_flag=True, help="Never fall back to the source; fail (exit 80) instead."
 )
-@click.option(
+@settings_option(
     "--supernode-credentials/--no-supernode-credentials",
-    default=True,
     show_default=True,
     help="Send Authorization, Cookie and the other credential headers to the supernode too, as "
     "v1 does: its CDN fetches the file with them. --no-supernode-credentials keeps them on this "
@@ -201,68 +199,60 @@ class SectionedGroup(click.Group):
     "supernode that must fetch a protected file then cannot, and dfget uses the source.",
 )
 @click.option("--dfdaemon", is_flag=True, help="Mark the request as coming from dfdaemon.")
-@click.option("--callsystem", default="", help="Caller name reported to the supernode.")
+@settings_option("--callsystem", help="Caller name reported to the supernode.")
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Configuration file (default /etc/dragonfly/dfget.yml, then /etc/dragonfly.conf).",
 )
-@click.option(
+@settings_option(
     "-s",
     "--locallimit",
     type=RATE,
-    default="0",
     show_default=True,
     help="Rate limit of this download in bytes/s (20M, 64KB, ...); 0: unlimited (v1 silently "
     "capped at 20MB).",
 )
-@click.option(
+@settings_option(
     "--minrate",
     type=RATE,
-    default="64KB",
     show_default=True,
     help="Slowest acceptable rate; the default timeout is length/minrate + 10s.",
 )
-@click.option(
+@settings_option(
     "--totallimit",
     type=RATE,
-    default="0",
     show_default=True,
     help="Host-wide upload limit applied by the peer server in bytes/s; 0: unlimited.",
 )
-@click.option(
+@settings_option(
     "-e",
     "--timeout",
     type=DURATION,
-    default="0",
     show_default=True,
     help="Limit for the whole download (Go duration: 30s, 5m); 0: length/minrate + 10s.",
 )
-@click.option(
+@settings_option(
     "--resume/--no-resume",
-    default=True,
     show_default=True,
     help="Keep an interrupted download's verified bytes in <home>/partial and reuse them when "
     "the same download runs again; --no-resume starts clean and keeps nothing.",
 )
-@click.option(
+@settings_option(
     "--partial-max-age",
     type=DURATION,
-    default="168h",
     show_default=True,
     help="Partial downloads older than this are deleted.",
 )
-@click.option(
+@settings_option(
     "--partial-budget",
     type=RATE,
-    default="20GB",
     show_default=True,
     help="Disk space partial downloads may use; the oldest go first beyond it.",
 )
-@click.option(
+@settings_option(
     "--clientqueue",
     type=click.IntRange(0, 1024),
-    default=6,
     show_default=True,
     help="Accepted for compatibility (v1's write-queue length); pieces are written directly.",
 )
@@ -286,25 +276,25 @@ class SectionedGroup(click.Group):
 @click.option("--console", is_flag=True, help="Mirror the log to stderr.")
 @click.option("--verbose", is_flag=True, help="Debug logging: one line per piece in the log.")
 @home_option(
+    settings_option,
     "Work home: meta/, data/ (served pieces) and logs/.",
     click.Path(file_okay=False, path_type=Path),
 )
-@click.option(
-    "--ip", default="", help="IP the peer server binds to and advertises (default: auto)."
-)
-@click.option(
+@settings_option("--ip", help="IP the peer server binds to and advertises (default: auto).")
+@settings_option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=0,
     show_default=True,
     help="Peer server port; 0 picks one in 15000-65000.",
 )
-@cache_options
+@cache_options(settings_option)
 @expiretime_option(
-    "If set, the peer server also stops serving a file this long after its last use (v1: 3m)."
+    settings_option,
+    "If set, the peer server also stops serving a file this long after its last use (v1: 3m).",
 )
 @alivetime_option(
-    "If set, the peer server exits after this long without uploads even while serving (v1: 5m)."
+    settings_option,
+    "If set, the peer server exits after this long without uploads even while serving (v1: 5m).",
 )
 @click.version_option(
     __version__,
@@ -325,8 +315,6 @@ def cli(ctx: click.Context, /, **values: object) -> None:
         return
     if not values["url"]:
         raise click.UsageError("missing --url", ctx)
-    from dfget.settings import SettingsError, build_settings
-
     explicit = {
         name
         for name in values

@@ -11,7 +11,7 @@ from __future__ import annotations
 import configparser
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +37,15 @@ class FileConfig:
     totallimit: int | None = None
     clientqueue: int | None = None
     home: Path | None = None
+
+    def settings(self) -> dict[str, object]:
+        """What the file sets, by :class:`~dfget.config.Settings` field name; ``nodes`` aside
+        (the download takes them from ``--node``, else from the file)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("path", "nodes") and getattr(self, f.name) is not None
+        }
 
 
 def _scalar(text: str) -> str:

@@ -4,20 +4,26 @@ node, reading a trace. Each imports its implementation only when it runs."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dfget.cliopts import (
     DURATION,
     RATE,
+    F,
     alivetime_option,
     cache_options,
     expiretime_option,
     home_option,
-    limit_option,
+    role_option,
+    server_option,
 )
+
+if TYPE_CHECKING:
+    from dfget.supernode.options import SupernodeOptions
 
 SERVER_EXAMPLES = """\b
 Examples:
@@ -62,23 +68,24 @@ Examples:
 @click.option(
     "--data", type=click.Path(path_type=Path), help="Data directory (default <home>/data)."
 )
-@home_option("Work home (logs, meta, data).", click.Path(path_type=Path))
-@click.option("--ip", default="", help="Bind and advertise address; empty: all interfaces.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Listen port; 0 picks one.")
+@home_option(server_option, "Work home (logs, meta, data).", click.Path(path_type=Path))
+@server_option("--ip", help="Bind and advertise address; empty: all interfaces.")
+@server_option("--port", type=click.IntRange(0, 65535), help="Listen port; 0 picks one.")
 @click.option(
     "--meta",
     type=click.Path(path_type=Path),
     help="Meta file recording the port (default <home>/meta/host.meta).",
 )
-@cache_options
-@expiretime_option("If set, also stop serving a file this long after its last use; 0 never.")
+@cache_options(server_option)
+@expiretime_option(
+    server_option, "If set, also stop serving a file this long after its last use; 0 never."
+)
 @alivetime_option(
+    server_option,
     "If set, exit after this long without uploads even while serving; 0 never. Unset: exit "
-    "after 5m idle only when nothing is served."
+    "after 5m idle only when nothing is served.",
 )
-@click.option(
-    "--totallimit", type=RATE, default="0", help="Host-wide upload limit; 0 means unlimited."
-)
+@server_option("--totallimit", type=RATE, help="Host-wide upload limit; 0 means unlimited.")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 @click.option(
     "--listen-fd",
@@ -94,123 +101,119 @@ def server(**values: object) -> None:
     sys.exit(serve(ServerOptions(**values)))  # type: ignore[arg-type]
 
 
+def _supernode_options() -> type[SupernodeOptions]:
+    # Only when the supernode runs or its help is shown: the package imports all of it.
+    from dfget.supernode.options import SupernodeOptions
+
+    return SupernodeOptions
+
+
+supernode_option = role_option(_supernode_options)
+
+
+def limit_option(name: str, help_text: str) -> Callable[[F], F]:
+    """A supernode concurrency limit (1-1000)."""
+    return supernode_option(name, type=click.IntRange(1, 1000), show_default=True, help=help_text)
+
+
 @click.command(epilog=SUPERNODE_EXAMPLES)
-@click.option(
-    "--port", type=click.IntRange(1, 65535), default=8002, show_default=True, help="API port."
-)
-@click.option(
+@supernode_option("--port", type=click.IntRange(1, 65535), show_default=True, help="API port.")
+@supernode_option(
     "--download-port",
     type=click.IntRange(1, 65535),
-    default=8001,
     show_default=True,
     help="Port serving the CDN's piece files.",
 )
-@click.option(
+@supernode_option(
     "--listen-ip",
-    default="0.0.0.0",
     show_default=True,
     help="Address to listen on ('::' for dual stack).",
 )
-@click.option(
+@supernode_option(
     "--advertise-ip",
-    default="",
     help="IP given to peers for the CDN (default: the address each peer used).",
 )
-@click.option(
-    "--home",
-    type=click.Path(path_type=Path),
-    default=str(Path.home() / ".small-dragonfly" / "supernode"),
-    show_default="~/.small-dragonfly/supernode",
-    help="Supernode home: CDN cache under <home>/repo.",
+@home_option(
+    supernode_option,
+    "Supernode home: CDN cache under <home>/repo.",
+    click.Path(path_type=Path),
 )
-@click.option(
+@supernode_option(
     "--cdn-pattern",
     type=click.Choice(["local", "source"]),
-    default="local",
     show_default=True,
     help="local: download the source once and serve pieces; source: peers use the origin.",
 )
-@limit_option("--up-limit", 5, "Concurrent uploads per peer.")
-@limit_option("--down-limit", 4, "Concurrent pieces per client.")
+@limit_option("--up-limit", "Concurrent uploads per peer.")
+@limit_option("--down-limit", "Concurrent pieces per client.")
 @limit_option(
     "--cdn-limit",
-    4,
     "Concurrent pieces per task that the supernode itself serves (CDN, or origin in the "
     "source pattern).",
 )
-@click.option(
+@supernode_option(
     "--fetch-wait",
     type=DURATION,
-    default="15s",
     show_default=True,
     help="How long clients wait for a piece another client is fetching from the CDN or origin "
     "before fetching it too.",
 )
-@click.option(
+@supernode_option(
     "--task-gc-interval",
     type=DURATION,
-    default="2m0s",
     show_default=True,
     help="How often idle tasks are collected.",
 )
-@click.option(
+@supernode_option(
     "--task-expire",
     type=DURATION,
-    default="3m0s",
     show_default=True,
     help="Idle time after which a task is collected.",
 )
-@click.option(
+@supernode_option(
     "--peer-gc-delay",
     type=DURATION,
-    default="3m0s",
     show_default=True,
     help="How long an offline peer is kept.",
 )
-@click.option(
+@supernode_option(
     "--max-connections",
     type=click.IntRange(16, 65536),
-    default=4096,
     show_default=True,
     help="Open connections per port (a thread each); beyond, 503 at once.",
 )
-@click.option(
+@supernode_option(
     "--max-tasks",
     type=click.IntRange(1),
-    default=10_000,
     show_default=True,
     help="Tasks at once; a registration of a new one beyond is refused.",
 )
-@click.option(
+@supernode_option(
     "--max-clients",
     type=click.IntRange(1),
-    default=10_000,
     show_default=True,
     help="Clients per task; a registration beyond is refused.",
 )
-@click.option(
+@supernode_option(
     "--max-file-length",
     type=RATE,
-    default="64GB",
     show_default=True,
     help="Largest file a task may have (SIZE, as RATE); a source announcing more is refused.",
 )
-@click.option(
+@supernode_option(
     "--max-cdn-bytes",
     type=RATE,
-    default="256GB",
     show_default=True,
     help="Bytes the CDN stores at once (SIZE, as RATE; tasks expire when idle); a new task "
     "beyond is refused.",
 )
-@click.option(
+@supernode_option(
     "--max-cdn-fetches",
     type=click.IntRange(1, 1000),
-    default=16,
     show_default=True,
     help="Sources fetched (local pattern) or probed at once; a new task beyond is refused.",
 )
-@click.option("--seed", type=int, default=None, help="Seed the scheduler's randomness (tests).")
+@supernode_option("--seed", type=int, help="Seed the scheduler's randomness (tests).")
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def supernode(**values: object) -> None:
     """Run a compact Dragonfly v1 compatible supernode (scheduler and CDN)."""
@@ -241,7 +244,7 @@ def trace(file: Path, slowest: int) -> None:
 
 
 @click.command(epilog=CACHE_EXAMPLES)
-@home_option("Work home whose peer server to ask.", click.Path(path_type=Path))
+@home_option(server_option, "Work home whose peer server to ask.", click.Path(path_type=Path))
 @click.option(
     "--meta",
     type=click.Path(path_type=Path),

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import certifi
+import click
 import pytest
 from click.testing import CliRunner
 
 from dfget import configfile
 from dfget.cli import cli
-from dfget.config import Node, Settings
+from dfget.cliopts import FieldOption
+from dfget.config import Node, Settings, check_cacerts, headers_from_env
 from dfget.configfile import ConfigError, FileConfig, find, load, parse_yaml_subset
-from dfget.settings import check_cacerts, headers_from_env
+from dfget.defaults import field_default
+from dfget.supernode.options import SupernodeOptions
+from dfget.uploader.options import ServerOptions
 
 URL = "http://127.0.0.1:9/dir/file.bin"
 
@@ -218,6 +224,37 @@ def test_defaults(settings_of: Parse) -> None:
     assert s.output == Path("file.bin").absolute() and s.pattern == "p2p"
 
 
+def test_options_not_given_leave_the_settings_defaults(settings_of: Parse) -> None:
+    assert settings_of() == Settings(url=URL, output=Path("file.bin").absolute())
+
+
+@pytest.mark.parametrize(
+    ("command", "role"),
+    [("dfget", Settings), ("server", ServerOptions), ("cache", ServerOptions)]
+    + [("supernode", SupernodeOptions)],
+)
+def test_option_defaults_are_the_dataclass_defaults(command: str, role: type[Any]) -> None:
+    """A default is written once, as a field default of the role's dataclass: every option
+    filling a field with a default of its own reads it from there, --help included."""
+    group_ctx = click.Context(cli, info_name="dfget", **cli.context_settings)
+    chosen = cli if command == "dfget" else cli.commands[command]
+    ctx = group_ctx if chosen is cli else click.Context(chosen, info_name=command, parent=group_ctx)
+    names = {f.name for f in fields(role)}
+    read = []
+    for param in chosen.get_params(ctx):
+        if not isinstance(param, click.Option) or param.name not in names:
+            continue
+        if isinstance(param, FieldOption):
+            default = param.type_cast_value(ctx, param.get_default(ctx))
+            assert default == field_default(role, param.name), param.name
+            read.append(param.name)
+        elif param.is_flag:
+            assert field_default(role, param.name) is False, param.name
+        else:  # no default of its own: the builder leaves the field's
+            assert param.get_default(ctx) in (None, (), getattr(click.core, "UNSET", None))
+    assert read
+
+
 FILE = "nodes: [10.0.0.1]\nlocalLimit: 10M\nminRate: 1M\ntotalLimit: 30M\nclientQueueSize: 9\n"
 
 
@@ -275,6 +312,21 @@ def test_explicit_zero_on_the_command_line_is_honoured(
     """v1 could not force 0 over the file; we can (-s 0 really means unlimited)."""
     assert getattr(settings_of(flag, "0", config=FILE), field) == 0
     assert getattr(settings_of(env={f"DFGET_{field.upper()}": "0"}, config=FILE), field) == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [("--minrate", "64KB", "minrate"), ("--clientqueue", "6", "clientqueue")],
+)
+def test_a_flag_equal_to_the_default_still_beats_the_file(
+    settings_of: Parse, flag: str, value: str, field: str
+) -> None:
+    default = field_default(Settings, field)
+    assert getattr(settings_of(config=FILE), field) != default
+    assert getattr(settings_of(flag, value, config=FILE), field) == default
+    assert (
+        getattr(settings_of(env={f"DFGET_{field.upper()}": value}, config=FILE), field) == default
+    )
 
 
 def test_last_node_flag_wins(settings_of: Parse) -> None:

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfget.config import DEFAULT_CACHE_MIN_FREE
 from dfget.units import format_rate, human_bytes, parse_rate
 
 GiB = 1024**3
@@ -59,7 +58,7 @@ class CachePolicy:
     floor a peer server keeps its served files within."""
 
     budget: Amount | None = None
-    min_free: Amount = Amount.parse(DEFAULT_CACHE_MIN_FREE)
+    min_free: Amount = Amount(GiB)  # the served files never eat into this much free space
 
     def limits(self, directory: Path) -> Limits:
         """The budget and floor in bytes for the filesystem of ``directory`` as it is now."""
@@ -72,7 +71,10 @@ class CachePolicy:
         return Limits(budget, self.min_free.bytes_of(size), st.f_bavail * st.f_frsize)
 
     def describe(self) -> str:
-        budget = str(self.budget) if self.budget is not None else f"{DEFAULT_BUDGET} (at most 8GB)"
+        cap = format_rate(DEFAULT_BUDGET_CAP)
+        budget = (
+            str(self.budget) if self.budget is not None else f"{DEFAULT_BUDGET} (at most {cap})"
+        )
         return f"budget {budget}, keeping {self.min_free} free"
 
 

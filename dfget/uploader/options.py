@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from dfget.config import DEFAULT_CACHE_MIN_FREE, DEFAULT_HOME
+from dfget.defaults import field_default
 from dfget.uploader.cache import Amount, CachePolicy
 
 
 @dataclass(slots=True)
 class ServerOptions:
-    home: Path = DEFAULT_HOME
+    """The peer server's options; their defaults are also those of the peer server options of
+    the download (``dfget --home``, ``--cache-budget``, ...), which it passes on."""
+
+    home: Path = Path.home() / ".small-dragonfly"
     data: Path | None = None
     meta: Path | None = None
     ip: str = ""
@@ -19,7 +22,7 @@ class ServerOptions:
     expiretime: float | None = None  # set: a file is dropped this long after its last use
     alivetime: float | None = None  # set: the server exits after this long without uploads
     cache_budget: Amount | None = None  # None: 10% of the data filesystem, at most 8 GiB
-    cache_min_free: Amount = field(default_factory=lambda: Amount.parse(DEFAULT_CACHE_MIN_FREE))
+    cache_min_free: Amount = field_default(CachePolicy, "min_free")
     totallimit: int = 0
     verbose: bool = False
     listen_fd: int | None = None  # an inherited listening socket to serve on
