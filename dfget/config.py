@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dfget.defaults import field_default
+from dfget.errors import UsageError
 from dfget.protocol.codes import DEFAULT_SUPERNODE_PORT
 from dfget.protocol.wire import decimal
 from dfget.uploader.cache import Amount
@@ -133,7 +134,7 @@ class Settings:
         return 300.0
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError, ValueError):
     """Values that cannot make a valid download."""
 
 

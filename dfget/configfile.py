@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dfget.config import Node, parse_nodes
+from dfget.errors import UsageError
 from dfget.protocol.wire import decimal
 from dfget.units import parse_rate
 
@@ -24,7 +25,7 @@ T = TypeVar("T")
 DEFAULT_CANDIDATES = (Path("/etc/dragonfly/dfget.yml"), Path("/etc/dragonfly.conf"))
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration file that cannot be read or has a bad value."""
 
 
