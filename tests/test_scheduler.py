@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from dfget.supernode.scheduler import Scheduler
-from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, PieceOutcome, SchedulerConfig
 
 SOURCE = SchedulerConfig(upstream_when_busy=False, fetch_wait=10.0)
 
@@ -21,7 +21,7 @@ def complete(scheduler: Scheduler, cid: str, now: float = 0.0) -> None:
     """Let ``cid`` download every piece, reporting each success."""
     for _ in range(100):
         decision = scheduler.schedule(cid, now)
-        if decision.outcome is Outcome.FINISHED:
+        if decision.outcome is PieceOutcome.FINISHED:
             return
         for item in decision.assignments:
             assert scheduler.report(cid, item.piece, item.holder, True, now)
@@ -36,19 +36,19 @@ def test_first_client_gets_pieces_from_upstream_up_to_its_down_limit() -> None:
     scheduler = ready(6)
     scheduler.add_client("a")
     decision = scheduler.schedule("a", 0)
-    assert decision.outcome is Outcome.ASSIGNED
+    assert decision.outcome is PieceOutcome.ASSIGNED
     assert len(decision.assignments) == 4
     assert holders(decision) == {UPSTREAM}
-    assert scheduler.schedule("a", 0).outcome is Outcome.LIMITED
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.LIMITED
 
 
 def test_nothing_available_until_the_cdn_lands_a_piece() -> None:
     scheduler = Scheduler(3, seed=1)
     scheduler.add_client("a")
-    assert scheduler.schedule("a", 0).outcome is Outcome.NOTHING_AVAILABLE
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.NOTHING_AVAILABLE
     scheduler.mark_ready(1)
     assert scheduler.schedule("a", 0).assignments == (Assignment(1, UPSTREAM),)
-    assert scheduler.schedule("a", 0).outcome is Outcome.ALL_RUNNING
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.ALL_RUNNING
 
 
 def test_peer_is_preferred_over_the_cdn() -> None:
@@ -65,7 +65,7 @@ def test_finished_client_stays_a_holder_until_service_down() -> None:
     scheduler = ready(2)
     scheduler.add_client("a")
     complete(scheduler, "a")
-    assert scheduler.schedule("a", 0).outcome is Outcome.FINISHED
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.FINISHED
     scheduler.add_client("b")
     assert holders(scheduler.schedule("b", 0)) == {"a"}
     scheduler.add_client("c")
@@ -99,7 +99,7 @@ def test_equally_rare_pieces_go_front_to_back_window_by_window() -> None:
     order: list[int] = []
     for _ in range(40):
         decision = scheduler.schedule("a", 0)
-        if decision.outcome is Outcome.FINISHED:
+        if decision.outcome is PieceOutcome.FINISHED:
             break
         for item in decision.assignments:
             order.append(item.piece)
@@ -138,7 +138,7 @@ def test_up_limit_then_wait_in_source_pattern() -> None:
     scheduler.add_client("b")
     assert holders(scheduler.schedule("b", 0)) == {"a"}
     scheduler.add_client("c")
-    assert scheduler.schedule("c", 0).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("c", 0).outcome is PieceOutcome.NO_HOLDER
 
 
 def test_failed_holder_is_blacklisted_for_that_client_only() -> None:
@@ -185,7 +185,7 @@ def test_cdn_slot_is_released_on_failure_as_well_as_success() -> None:
         scheduler.add_client(cid)
     (item,) = scheduler.schedule("a", 0).assignments
     assert scheduler.upstream_load == 1
-    assert scheduler.schedule("b", 0).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 0).outcome is PieceOutcome.NO_HOLDER
     scheduler.report("a", item.piece, UPSTREAM, False, 0)
     assert scheduler.upstream_load == 0
     (item,) = scheduler.schedule("b", 0).assignments
@@ -199,7 +199,7 @@ def test_unreported_runs_expire() -> None:
     scheduler.add_client("a")
     scheduler.add_client("b")
     scheduler.schedule("a", 0)
-    assert scheduler.schedule("b", 29).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 29).outcome is PieceOutcome.NO_HOLDER
     assert scheduler.schedule("b", 30).assignments == (Assignment(0, UPSTREAM),)
     assert scheduler.running("a") == {}
 
@@ -212,9 +212,9 @@ def test_a_silent_client_loses_its_runs_but_a_pulling_one_keeps_them() -> None:
     assert scheduler.schedule("a", 0).assignments == (Assignment(0, UPSTREAM),)
     for now in (5, 12, 19):  # "a" keeps pulling: its slot stays taken
         scheduler.schedule("a", now)
-        assert scheduler.schedule("b", now).outcome is Outcome.NO_HOLDER
+        assert scheduler.schedule("b", now).outcome is PieceOutcome.NO_HOLDER
     # "a" died after its pull at 19: ten seconds later the slot moves on.
-    assert scheduler.schedule("b", 28).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 28).outcome is PieceOutcome.NO_HOLDER
     assert scheduler.schedule("b", 29).assignments[0].holder == UPSTREAM
     assert scheduler.running("a") == {}
 
@@ -262,7 +262,7 @@ def test_source_pattern_single_fetcher_then_peer() -> None:
     for cid in ("a", "b"):
         scheduler.add_client(cid)
     assert scheduler.schedule("a", 0).assignments == (Assignment(0, UPSTREAM),)
-    assert scheduler.schedule("b", 1).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 1).outcome is PieceOutcome.NO_HOLDER
     scheduler.report("a", 0, UPSTREAM, True, 2)
     assert scheduler.schedule("b", 3).assignments == (Assignment(0, "a"),)
 
@@ -272,7 +272,7 @@ def test_source_pattern_wait_is_bounded() -> None:
     for cid in ("a", "b"):
         scheduler.add_client(cid)
     scheduler.schedule("a", 0)
-    assert scheduler.schedule("b", 9.9).outcome is Outcome.NO_HOLDER
+    assert scheduler.schedule("b", 9.9).outcome is PieceOutcome.NO_HOLDER
     assert scheduler.schedule("b", 10).assignments == (Assignment(0, UPSTREAM),)
 
 
@@ -303,9 +303,9 @@ def test_unknown_length_finishes_only_once_the_count_is_known() -> None:
     scheduler.mark_ready(0)
     (item,) = scheduler.schedule("a", 0).assignments
     scheduler.report("a", 0, item.holder, True, 0)
-    assert scheduler.schedule("a", 0).outcome is Outcome.NOTHING_AVAILABLE
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.NOTHING_AVAILABLE
     scheduler.set_piece_count(1)
-    assert scheduler.schedule("a", 0).outcome is Outcome.FINISHED
+    assert scheduler.schedule("a", 0).outcome is PieceOutcome.FINISHED
 
 
 def swarm(seed: int, clients: int = 200, pieces: int = 20) -> tuple[list[Decision], int]:
@@ -321,7 +321,7 @@ def swarm(seed: int, clients: int = 200, pieces: int = 20) -> tuple[list[Decisio
         for cid in list(active):
             decision = scheduler.schedule(cid, float(tick))
             decisions.append(decision)
-            if decision.outcome is Outcome.FINISHED:
+            if decision.outcome is PieceOutcome.FINISHED:
                 active.remove(cid)
             for item in decision.assignments:
                 upstream += item.holder == UPSTREAM

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dfget.supernode.scheduling import UPSTREAM, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, PieceOutcome, SchedulerConfig
 from tests.support.helpers import random_bytes, start_dfget
 from tests.support.origin import Origin
 from tests.support.peers import Peers
@@ -39,9 +39,9 @@ def assigned(scheduler: V1Scheduler, cid: str, now: float = 0.0) -> list[tuple[i
 def test_four_origin_pieces_per_task_freed_only_by_piece_suc() -> None:
     s = v1(8, "a", "b")
     assert assigned(s, "a") == [(0, UPSTREAM), (1, UPSTREAM), (2, UPSTREAM), (3, UPSTREAM)]
-    assert s.schedule("b", 0).outcome is Outcome.NO_HOLDER  # 602: the origin slots are full
+    assert s.schedule("b", 0).outcome is PieceOutcome.NO_HOLDER  # 602: the origin slots are full
     s.report("a", 0, UPSTREAM, True, 0.1)  # the pull's 503 frees nothing ...
-    assert s.schedule("b", 0.1).outcome is Outcome.NO_HOLDER
+    assert s.schedule("b", 0.1).outcome is PieceOutcome.NO_HOLDER
     s.report("a", 0, UPSTREAM, True, 0.2, announce=True)  # ... /peer/piece/suc does
     assert s.upstream_load == 3
     # Fewest holders first: the unheld pieces come before piece 0, which "a" now holds, and
@@ -54,7 +54,7 @@ def test_a_failed_origin_piece_leaks_its_slot_until_30s_pass() -> None:
     assigned(s, "a")
     for piece in range(4):
         s.report("a", piece, UPSTREAM, False, 1.0)
-    assert s.upstream_load == 4 and s.schedule("b", 2.0).outcome is Outcome.NO_HOLDER
+    assert s.upstream_load == 4 and s.schedule("b", 2.0).outcome is PieceOutcome.NO_HOLDER
     later = 1.0 + SUPER_LOAD_RESET + 0.1
     assert len(assigned(s, "b", later)) == 4
 

@@ -18,7 +18,7 @@ from dfget.protocol.pieces import piece_count, piece_size_for_length
 from dfget.redact import redact_url
 from dfget.supernode import cdn
 from dfget.supernode.cdn_copy import start_cdn
-from dfget.supernode.registration import InvalidRegistration, Registration, parse_registration
+from dfget.supernode.registration import InvalidRegistration, PeerRegistration, parse_registration
 from dfget.supernode.replies import Reply, answer, refuse
 from dfget.supernode.scheduler import SchedulerFactory
 from dfget.supernode.source import (
@@ -111,7 +111,7 @@ class Admission:
         self._state.metrics.inc("registrations_total", result="failure")
         return refuse(reason)
 
-    def _task_for(self, registration: Registration, tid: str) -> Task:
+    def _task_for(self, registration: PeerRegistration, tid: str) -> Task:
         state = self._state
         with state.lock:
             task = state.tasks.get(tid)
@@ -169,7 +169,7 @@ class Admission:
                 " (--max-cdn-bytes)"
             )
 
-    def _new_task(self, registration: Registration, tid: str) -> Task:
+    def _new_task(self, registration: PeerRegistration, tid: str) -> Task:
         state = self._state
         source = Source(
             registration.raw_url,
@@ -217,7 +217,7 @@ class Admission:
         return int.from_bytes(digest[:8], "big")
 
     def _add_client(
-        self, task: Task, registration: Registration, local_ip: str, now: float
+        self, task: Task, registration: PeerRegistration, local_ip: str, now: float
     ) -> None:
         cdn_ip = self._options.advertise_ip or registration.supernode_ip or local_ip
         task.clients[registration.cid] = Client(

@@ -65,7 +65,7 @@ def piece_md5(frame_parts: tuple[bytes, ...]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class CdnLayout:
     """Where and how the fill writes: decided by the registration once the head is known."""
 
     path: Path
@@ -93,7 +93,7 @@ class Fill:
     Its response head doubles as the registration's length probe: v1 sent one GET to probe the
     length (and threw the body away) and a second GET to fill the cache; we send one. The
     registration waits for :meth:`head`, derives the piece size from the length, then either
-    starts the fill (:meth:`begin` with a :class:`Layout`) or drops it (:meth:`abandon`).
+    starts the fill (:meth:`begin` with a :class:`CdnLayout`) or drops it (:meth:`abandon`).
     """
 
     def __init__(self, source: Source) -> None:
@@ -101,7 +101,7 @@ class Fill:
         self._source = source
         self._head: Head | None = None
         self._head_ready = threading.Event()
-        self._layout: Layout | None = None
+        self._layout: CdnLayout | None = None
         self._decided = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cdn-fill", daemon=True)
 
@@ -113,7 +113,7 @@ class Fill:
         """The response head, or None when it did not arrive within ``timeout``."""
         return self._head if self._head_ready.wait(timeout) else None
 
-    def begin(self, layout: Layout) -> None:
+    def begin(self, layout: CdnLayout) -> None:
         self._layout = layout
         self._decided.set()
 
@@ -183,7 +183,7 @@ class _StreamMd5:
         return self._hash.hexdigest()
 
 
-def _store(response: httpx.Response, layout: Layout, stop: threading.Event) -> CdnResult:
+def _store(response: httpx.Response, layout: CdnLayout, stop: threading.Event) -> CdnResult:
     """Cut the body into wrapped pieces at ``k*P`` and check length and md5 at the end."""
     piece_size = layout.piece_size
     capacity = piece_size - FRAME_OVERHEAD

@@ -49,7 +49,7 @@ def start_cdn(state: SupernodeState, task: Task) -> None:
         _cdn_done(state, task, generation, result, error)
 
     fill.begin(
-        cdn.Layout(
+        cdn.CdnLayout(
             cdn.cache_path(state.repo, task.id),
             task.piece_size,
             task.length,

@@ -22,7 +22,7 @@ from dfget.protocol.ranges import PieceRange
 from dfget.supernode import cdn
 from dfget.supernode.replies import Reply, answer
 from dfget.supernode.reports import holder_id, piece_of, record
-from dfget.supernode.scheduling import UPSTREAM, Assignment, Outcome
+from dfget.supernode.scheduling import UPSTREAM, Assignment, PieceOutcome
 from dfget.supernode.state import SupernodeState
 from dfget.supernode.tasks import CdnStatus, Client, Task
 
@@ -78,22 +78,22 @@ def _work_for(state: SupernodeState, task: Task, client: Client, now: float) -> 
         return answer(CODE_SYSTEM_ERROR, msg=f"taskID({task.id}): the CDN failed")
     decision = task.scheduler.schedule(client.cid, now)
     outcome = decision.outcome
-    if outcome is Outcome.FINISHED:
+    if outcome is PieceOutcome.FINISHED:
         if task.cdn_status is CdnStatus.SUCCESS:
             return answer(CODE_PEER_FINISH, _finish_data(state, task))
-        outcome = Outcome.NOTHING_AVAILABLE
-    if outcome is Outcome.ASSIGNED:
+        outcome = PieceOutcome.NOTHING_AVAILABLE
+    if outcome is PieceOutcome.ASSIGNED:
         ordered = sorted(decision.assignments, key=lambda item: item.piece)
         pieces = [_piece_task(state, task, client, a) for a in ordered]
         return answer(CODE_PEER_CONTINUE, pieces)
     ids = f"taskID({task.id}) clientID({client.cid})"
-    if outcome is Outcome.LIMITED:
+    if outcome is PieceOutcome.LIMITED:
         return answer(CODE_PEER_CONTINUE, msg=f"{ids}: {CONTINUE_TEXT}")
-    if outcome is Outcome.NOTHING_AVAILABLE:
+    if outcome is PieceOutcome.NOTHING_AVAILABLE:
         done = task.scheduler.done_count(client.cid)
         counts = f"clientSucCount:{done},cdnSucCount:{task.scheduler.ready_count}"
         return answer(CODE_PEER_WAIT, msg=f"{counts}: {WAIT_TEXT}")
-    if outcome is Outcome.ALL_RUNNING:
+    if outcome is PieceOutcome.ALL_RUNNING:
         return answer(CODE_PEER_WAIT, msg=f"{ids}: {WAIT_TEXT}")
     return answer(CODE_PEER_WAIT, msg=WAIT_TEXT)
 

@@ -34,7 +34,7 @@ class InvalidRegistration(ProtocolError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Registration:
+class PeerRegistration:
     supernode_ip: str
     raw_url: str
     task_url: str
@@ -66,7 +66,7 @@ class Registration:
         return task_id(self.task_url, self.sign, self.header_map.get("Range"))
 
 
-def parse_registration(body: bytes, content_type: str) -> Registration:
+def parse_registration(body: bytes, content_type: str) -> PeerRegistration:
     """A validated registration from a JSON or form body."""
     if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
         fields = _form_fields(body)
@@ -101,7 +101,7 @@ def _form_fields(body: bytes) -> dict[str, Any]:
     return fields
 
 
-def _validate(fields: dict[str, Any]) -> Registration:
+def _validate(fields: dict[str, Any]) -> PeerRegistration:
     text = {name: _string(fields, name) for name in _STRING_FIELDS}
     for name in ("cid", "path"):
         if not text[name]:
@@ -127,7 +127,7 @@ def _validate(fields: dict[str, Any]) -> Registration:
         raise InvalidRegistration("port must be an integer")
     if port and not PEER_PORT_MIN <= port <= PEER_PORT_MAX:
         raise InvalidRegistration(f"port {port} is outside {PEER_PORT_MIN}-{PEER_PORT_MAX}")
-    return Registration(
+    return PeerRegistration(
         supernode_ip=text["supernodeip"],
         raw_url=text["rawurl"],
         task_url=trusted_task_url(text["rawurl"], text["taskurl"]),

@@ -39,7 +39,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from dfget.supernode.ledger import ClientState, Ledger
-from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, PieceOutcome, SchedulerConfig
 
 
 class Scheduler(Ledger):
@@ -133,14 +133,14 @@ class Scheduler(Ledger):
         client = self._client(cid)
         client.last_seen = now
         if self._count is not None and client.done_count >= self._count:
-            return Decision(Outcome.FINISHED)
+            return Decision(PieceOutcome.FINISHED)
         done, ready, holders = client.done, self._ready, self._holders
         if len(client.running) >= self.config.down_limit:
             # Only whether anything is available matters: no candidates to rank.
             for piece in range(self._size):
                 if not done[piece] and (ready[piece] or holders[piece]):
-                    return Decision(Outcome.LIMITED)
-            return Decision(Outcome.NOTHING_AVAILABLE)
+                    return Decision(PieceOutcome.LIMITED)
+            return Decision(PieceOutcome.NOTHING_AVAILABLE)
         upstream_full = self._upstream_load >= self.config.upstream_limit
         candidates: list[tuple[int, int, float, int]] = []
         window = self.config.order_window
@@ -159,9 +159,9 @@ class Scheduler(Ledger):
             rarity = len(held) + (len(fetchers) if fetchers else 0)
             candidates.append((rarity, piece // window, self._rng.random(), piece))
         if not needed:
-            return Decision(Outcome.NOTHING_AVAILABLE)
+            return Decision(PieceOutcome.NOTHING_AVAILABLE)
         if not candidates:
-            return Decision(Outcome.NO_HOLDER if blocked else Outcome.ALL_RUNNING)
+            return Decision(PieceOutcome.NO_HOLDER if blocked else PieceOutcome.ALL_RUNNING)
         heapq.heapify(candidates)
         skip: dict[str, bool] = {}
         self._scan_left = self.config.scan_limit
@@ -173,8 +173,8 @@ class Scheduler(Ledger):
                 self._start(cid, client, piece, holder, now)
                 assignments.append(Assignment(piece, holder))
         if not assignments:
-            return Decision(Outcome.NO_HOLDER)
-        return Decision(Outcome.ASSIGNED, tuple(assignments))
+            return Decision(PieceOutcome.NO_HOLDER)
+        return Decision(PieceOutcome.ASSIGNED, tuple(assignments))
 
     def _choose(
         self, cid: str, client: ClientState, piece: int, now: float, skip: dict[str, bool]

@@ -14,7 +14,7 @@ UPSTREAM = "\x00upstream"
 """Holder id of the supernode itself: its CDN cache, or the origin in the source pattern."""
 
 
-class Outcome(enum.Enum):
+class PieceOutcome(enum.Enum):
     """What a client is told when it asks for work (mapped to 600/601/602 by the API)."""
 
     ASSIGNED = "assigned"
@@ -38,7 +38,7 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    outcome: Outcome
+    outcome: PieceOutcome
     assignments: tuple[Assignment, ...] = ()
 
 

@@ -79,7 +79,7 @@ from typing import Any
 
 from dfget.protocol.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
 from dfget.supernode.scheduler import Scheduler
-from dfget.supernode.scheduling import UPSTREAM, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, PieceOutcome, SchedulerConfig
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -477,18 +477,18 @@ class Simulation:
         decision = sched.schedule(node.cid, now)
         self.timings.append(time.thread_time() - tick)
         outcome = decision.outcome
-        if outcome is Outcome.FINISHED and self.cdn_done:
+        if outcome is PieceOutcome.FINISHED and self.cdn_done:
             self._done(node, now)
             return
         started = 0
-        if outcome is Outcome.ASSIGNED:
+        if outcome is PieceOutcome.ASSIGNED:
             for item in decision.assignments:
                 self._start(node, item.piece, item.holder, now)
                 started += 1
         if node.pending or started:
             self._push(now, _PULL, node, node.token)
             return
-        if outcome is Outcome.LIMITED and node.in_flight:
+        if outcome is PieceOutcome.LIMITED and node.in_flight:
             wait = LIMITED_WAIT
         else:
             wait = self.rng.uniform(node.backoff, 2 * node.backoff)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, Outcome, SchedulerConfig
+from dfget.supernode.scheduling import UPSTREAM, Assignment, Decision, PieceOutcome, SchedulerConfig
 
 SUPER_LOAD_RESET = 30.0
 """v1 resets a task's supernode load to 0 when it has not changed for this long."""
@@ -204,13 +204,13 @@ class V1Scheduler:
         if now - self._super_changed > SUPER_LOAD_RESET:
             self._super_load = 0
         if self._count and len(client.success) >= self._count:
-            return Decision(Outcome.FINISHED)
+            return Decision(PieceOutcome.FINISHED)
         available = [p for p in self._ready if p not in client.success and p not in client.running]
         if not available:
-            return Decision(Outcome.NOTHING_AVAILABLE)
+            return Decision(PieceOutcome.NOTHING_AVAILABLE)
         limit = self.config.down_limit
         if len(client.running) >= limit:
-            return Decision(Outcome.LIMITED)
+            return Decision(PieceOutcome.LIMITED)
         running = list(client.running)
         center = sum(running) // len(running) if running else 0
         available.sort(
@@ -228,8 +228,8 @@ class V1Scheduler:
             if len(client.running) >= limit:
                 break
         if not assignments:
-            return Decision(Outcome.NO_HOLDER)
-        return Decision(Outcome.ASSIGNED, tuple(assignments))
+            return Decision(PieceOutcome.NO_HOLDER)
+        return Decision(PieceOutcome.ASSIGNED, tuple(assignments))
 
     def _peer_for(self, cid: str, piece: int) -> str:
         holders = self._holders.get(piece, {})
