@@ -1,12 +1,11 @@
 """Starting the kernel's write-back of finished data early (Linux ``sync_file_range``).
 
 A download ends with an fsync (a crash must never leave a renamed file without its data).
-Without help that fsync finds the whole file dirty and waits for all of it: ~0.3 s per GiB on
-the project's machine, time in which the CPUs idle. Asking the kernel to start writing each
-stretch right after it was written overlaps that I/O with the transfer, and the final fsync
-finds little left to wait for. Measured on 1 GiB (primed, medians of 6 alternating runs): P2P
-pull 2.09 s without, 1.76 s with; source download 0.90x curl without, 0.70x with. Starting it
-only for the completed prefix, in 8 MiB steps, gained less (1.98 s).
+Without help that fsync finds the whole file dirty and waits for all of it, while the CPUs
+idle. Asking the kernel to start writing each stretch right after it was written overlaps that
+I/O with the transfer, and the final fsync finds little left to wait for; starting it only for
+the completed prefix gained less. ``python -m tests.bench.source`` and ``tests.bench.p2p``
+measure the effect (their runs include the final fsync).
 """
 
 from __future__ import annotations
