@@ -46,7 +46,8 @@ from dfget.errors import (
     SourceHTTPError,
     UsageError,
 )
-from dfget.net.client import TLS, Pool
+from dfget.net.client import Pool
+from dfget.net.endpoint import TLS
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.taskid import task_key
 from dfget.redact import redact_url

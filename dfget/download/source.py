@@ -35,7 +35,9 @@ from dfget.errors import (
     SourceHTTPError,
     source_http_error,
 )
-from dfget.net.client import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
+from dfget.net.client import Pool, Response
+from dfget.net.endpoint import TLS, Endpoint, is_ssl_error
+from dfget.net.heads import WireError
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.ranges import parse_content_range
 from dfget.protocol.wire import decimal
