@@ -35,7 +35,8 @@ from dfget.download.resumption import (
     registered,
     work_file,
 )
-from dfget.download.source import MIN_PART, SourceFetcher, parse_header_option
+from dfget.download.source import MIN_PART, SourceFetcher
+from dfget.download.source_requests import parse_header_option
 from dfget.download.target import Target
 from dfget.download.verify import verify_digests
 from dfget.errors import (
