@@ -19,7 +19,8 @@ from dfget.uploader.cache import (
 from dfget.uploader.lifecycle import IDLE_EXIT, MIN_GC_PERIOD, exit_reason, idle_exit_in
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.service import Clock, Uploader
-from dfget.uploader.store import Task, TaskStore
+from dfget.uploader.store import TaskStore
+from dfget.uploader.task import Task
 from tests.support.helpers import FakeClock, random_bytes
 
 MiB = 1024 * 1024

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dfget.download.target import Target
-from dfget.net.client import Endpoint, Pool
+from dfget.net.client import Pool
+from dfget.net.endpoint import Endpoint
 from tests.support.helpers import RawServer
 
 

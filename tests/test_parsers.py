@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dfget.config import Node
-from dfget.net.client import Connection, Endpoint, WireError, _chunk_size
+from dfget.net.client import Connection, _chunk_size
+from dfget.net.endpoint import Endpoint
+from dfget.net.heads import WireError
 from dfget.net.server import framing_problem
 from dfget.protocol.messages import PieceTask, Registration, SupernodeError
 from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB

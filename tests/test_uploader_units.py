@@ -20,7 +20,8 @@ from dfget.uploader.options import ServerOptions
 from dfget.uploader.sender import wants_zstd
 from dfget.uploader.service import Uploader
 from dfget.uploader.shares import grant
-from dfget.uploader.store import Task, TaskStore, Unservable, task_name
+from dfget.uploader.store import TaskStore
+from dfget.uploader.task import Task, Unservable, task_name
 from tests.support.helpers import FakeClock, RawServer
 
 

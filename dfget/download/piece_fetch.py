@@ -17,7 +17,9 @@ from dfget.download.accounting import CDN, PEER, SOURCE
 from dfget.download.cancel import Cancel
 from dfget.download.progress import Progress
 from dfget.download.target import Target
-from dfget.net.client import Endpoint, Pool, WireError
+from dfget.net.client import Pool
+from dfget.net.endpoint import Endpoint
+from dfget.net.heads import WireError
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.codes import (
     CDN_CID_PREFIX,

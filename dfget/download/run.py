@@ -35,7 +35,8 @@ from dfget.download.resumption import (
     registered,
     work_file,
 )
-from dfget.download.source import MIN_PART, SourceFetcher, parse_header_option
+from dfget.download.source import MIN_PART, SourceFetcher
+from dfget.download.source_requests import parse_header_option
 from dfget.download.target import Target
 from dfget.download.verify import verify_digests
 from dfget.errors import (
@@ -47,7 +48,8 @@ from dfget.errors import (
     SourceHTTPError,
     UsageError,
 )
-from dfget.net.client import TLS, Pool
+from dfget.net.client import Pool
+from dfget.net.endpoint import TLS
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.taskid import task_key
 from dfget.redact import redact_url

@@ -20,13 +20,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin
 
-from dfget import PROTOCOL_VERSION
 from dfget.download.accounting import SOURCE, Accounting
 from dfget.download.cancel import Cancel
 from dfget.download.pipeline import Pipeline
 from dfget.download.progress import Progress
+from dfget.download.source_requests import (
+    Retry,
+    SourceRequests,
+    content_range,
+    content_range_total,
+    network_error,
+)
 from dfget.download.target import Target
 from dfget.errors import (
     Cancelled,
@@ -36,26 +41,16 @@ from dfget.errors import (
     SourceHTTPError,
     source_http_error,
 )
-from dfget.net.client import TLS, Endpoint, Pool, Response, WireError, is_ssl_error
+from dfget.net.client import Response
+from dfget.net.endpoint import TLS, Endpoint
+from dfget.net.heads import WireError
 from dfget.net.tokenbucket import TokenBucket
-from dfget.protocol.ranges import parse_content_range
-from dfget.protocol.wire import decimal
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)
 
 MIN_PART = 4 * 1024 * 1024  # with --connections N, no part is smaller
 MAX_ATTEMPTS = 5
-MAX_REDIRECTS = 10
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-def parse_header_option(entry: str) -> tuple[str, str]:
-    """``Name: value`` or dfdaemon's ``Name:value`` into a (name, value) pair."""
-    name, sep, value = entry.partition(":")
-    if not sep or not name.strip():
-        raise ValueError(f"invalid header {entry!r}: use 'Name: value'")
-    return name.strip(), value.strip()
 
 
 @dataclass(slots=True)
@@ -67,16 +62,6 @@ class SourceInfo:
     ranges: bool
     etag: str = ""
     last_modified: str = ""
-
-
-class _Retry(Exception):
-    """A transient failure of one range; carries the error to report if attempts run out, and
-    how far a broken body got (None when no body was read)."""
-
-    def __init__(self, error: DfgetError, reached: int | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.reached = reached
 
 
 class SourceFetcher:
@@ -97,84 +82,24 @@ class SourceFetcher:
     ) -> None:
         self.url = redact_url(url)
         self.origin = Endpoint.parse(url)
-        self.headers = list(headers)
+        self.requests = SourceRequests(
+            self.url, self.origin, headers, tls=tls, cancel=cancel, io_timeout=io_timeout
+        )
         self.target = target
         self.progress = progress
         self.accounting = accounting
         self.bucket = bucket
         self.cancel = cancel
-        self.io_timeout = io_timeout
-        self.pool = Pool(timeout=io_timeout, tls=tls)
         self.info: SourceInfo | None = None
 
     def close(self) -> None:
-        self.pool.close()
-
-    # -- requests -------------------------------------------------------------------------
-
-    def _headers_for(
-        self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]
-    ) -> list[tuple[str, str]]:
-        # The user's headers go only to the scheme, host and port they were given for: after a
-        # redirect elsewhere none follows (tokens come in many names, not only Authorization).
-        same_origin = endpoint.origin == self.origin.origin
-        user = [(n, v) for n, v in self.headers if same_origin and n.lower() != "range"]
-        names = {n.lower() for n, _ in user}
-        base = [("User-Agent", f"dfget/{PROTOCOL_VERSION}"), ("Accept-Encoding", "identity")]
-        return [h for h in base if h[0].lower() not in names] + user + list(extra)
-
-    def _open(
-        self, endpoint: Endpoint, extra: Sequence[tuple[str, str]]
-    ) -> tuple[Endpoint, Response]:
-        """Send a GET, following redirects; returns the final endpoint and response."""
-        for _ in range(MAX_REDIRECTS + 1):
-            self.cancel.check()
-            timeout = self.cancel.remaining(self.io_timeout)
-            try:
-                response = self.pool.request(
-                    endpoint, self._headers_for(endpoint, extra), timeout=timeout
-                )
-            except (OSError, WireError) as exc:
-                if is_ssl_error(exc, "SSLCertVerificationError"):
-                    reason = getattr(exc, "verify_message", exc)
-                    raise NetworkError(
-                        f"{endpoint.url}: TLS certificate not trusted ({reason})"
-                    ) from exc
-                raise _Retry(_network_error(endpoint, exc)) from exc
-            self.cancel.watch(response.connection.sock)
-            if response.status in (301, 302, 303, 307, 308) and response.header("location"):
-                location = urljoin(endpoint.url, response.header("location"))
-                self._finish(response)
-                log.debug("redirected to %s", redact_url(location))
-                endpoint = Endpoint.parse(location)
-                continue
-            return endpoint, response
-        raise SourceHTTPError(self.url, 310, "too many redirects")
-
-    def _finish(self, response: Response) -> None:
-        self.cancel.unwatch(response.connection.sock)
-        try:
-            response.read(64 * 1024) if response.status >= 300 else None
-        except (OSError, WireError):
-            response.connection.keep_alive = False
-        response.release()
-
-    def _fail_status(self, endpoint: Endpoint, response: Response) -> DfgetError:
-        try:
-            detail = response.read(512).decode("utf-8", "replace").strip().splitlines()
-        except (OSError, WireError):
-            detail = []
-        self._finish(response)
-        error = source_http_error(self.url, response.status, detail[0][:120] if detail else "")
-        if response.status in _RETRYABLE_STATUS:
-            raise _Retry(error)
-        return error
+        self.requests.close()
 
     # -- body -----------------------------------------------------------------------------
 
     def _receive(self, response: Response, offset: int, end: int | None) -> int:
         """Copy the body into the target from ``offset``; returns the offset reached. Every
-        byte received is stored, also when the stream breaks (_Retry says how far it got)."""
+        byte received is stored, also when the stream breaks (Retry says how far it got)."""
         started = offset
         t0 = time.monotonic()
         failure: BaseException | None = None
@@ -202,7 +127,7 @@ class SourceFetcher:
             self.accounting.record(
                 SOURCE, self.origin.authority, offset - started, time.monotonic() - t0, pieces=0
             )
-            raise _Retry(_network_error(self.origin, failure), offset) from failure
+            raise Retry(network_error(self.origin, failure), offset) from failure
         self.accounting.record(
             SOURCE,
             self.origin.authority,
@@ -231,18 +156,18 @@ class SourceFetcher:
         while True:
             try:
                 return self._probe_once(start, stop)
-            except _Retry as retry:
+            except Retry as retry:
                 attempt += 1
                 self._backoff(attempt, retry.error)
 
     def _probe_once(self, start: int, stop: int | None) -> SourceInfo:
         asked = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
-        endpoint, response = self._open(self.origin, [("Range", asked)])
+        endpoint, response = self.requests.open(self.origin, [("Range", asked)])
         etag, modified = response.header("etag"), response.header("last-modified")
         if response.status == 206:
-            first, end, total = _content_range(response)
+            first, end, total = content_range(response)
             if first != start or total is None:
-                self._finish(response)
+                self.requests.finish(response)
                 raise SourceHTTPError(self.url, 206, f"unexpected Content-Range for {asked}")
             self.info = SourceInfo(endpoint, total, True, etag, modified)
             self.target_length(total)
@@ -252,27 +177,27 @@ class SourceFetcher:
                 if reached > end:
                     return self.info
                 error: DfgetError = NetworkError(f"{self.url}: short body at byte {reached}")
-            except _Retry as retry:
+            except Retry as retry:
                 reached, error = retry.reached or start, retry.error
             self._backoff(1, error)
             self._fetch_range(reached, end + 1, attempt=1)
             return self.info
         if response.status == 416:
-            total = _content_range_total(response)
-            self._finish(response)
+            total = content_range_total(response)
+            self.requests.finish(response)
             if total == 0:
                 self.info = SourceInfo(endpoint, 0, True, etag, modified)
                 return self.info
             raise source_http_error(self.url, 416, "range not satisfiable")
         if response.status != 200:
-            raise self._fail_status(endpoint, response)
+            raise self.requests.fail_status(endpoint, response)
         length = response.content_length
         self.info = SourceInfo(endpoint, length, False, etag, modified)
         self.target_length(length)
         self.target.describe_source(length, etag, modified)
         reached = self._receive(response, 0, length)
         if length is not None and reached != length:
-            raise _Retry(NetworkError(f"{self.url}: body ended after {reached} of {length} bytes"))
+            raise Retry(NetworkError(f"{self.url}: body ended after {reached} of {length} bytes"))
         self.info.length = reached
         return self.info
 
@@ -284,22 +209,22 @@ class SourceFetcher:
         attempt = 0
         while True:
             try:
-                endpoint, response = self._open(self.origin, [("Range", "bytes=0-0")])
+                endpoint, response = self.requests.open(self.origin, [("Range", "bytes=0-0")])
                 break
-            except _Retry as retry:
+            except Retry as retry:
                 attempt += 1
                 self._backoff(attempt, retry.error)
         etag, modified = response.header("etag"), response.header("last-modified")
         if response.status == 206:
-            length = _content_range(response)[2]
+            length = content_range(response)[2]
             response.read(16)
         elif response.status == 200:
             length = response.content_length
         elif response.status == 416:
-            length = _content_range_total(response)
+            length = content_range_total(response)
         else:
-            raise self._fail_status(endpoint, response)
-        self._finish(response)
+            raise self.requests.fail_status(endpoint, response)
+        self.requests.finish(response)
         return length, etag, modified
 
     def target_length(self, length: int | None) -> None:
@@ -365,26 +290,26 @@ class SourceFetcher:
         offset = start
         while offset < end:
             try:
-                endpoint, response = self._open(
+                endpoint, response = self.requests.open(
                     self.info.endpoint, [("Range", f"bytes={offset}-{end - 1}")]
                 )
                 if response.status != 206:
                     if response.status == 200:
-                        self._finish(response)
+                        self.requests.finish(response)
                         raise SourceHTTPError(
                             self.url, 200, "the source stopped honouring Range requests"
                         )
-                    raise self._fail_status(endpoint, response)
-                got = _content_range(response)
+                    raise self.requests.fail_status(endpoint, response)
+                got = content_range(response)
                 if got[0] != offset or got[1] != end - 1:
-                    self._finish(response)
+                    self.requests.finish(response)
                     raise SourceHTTPError(
                         self.url, 206, f"asked for bytes {offset}-{end - 1}, got {got[0]}-{got[1]}"
                     )
                 offset = self._receive(response, offset, end)
                 if offset < end:
-                    raise _Retry(NetworkError(f"{self.url}: short body at byte {offset}"))
-            except _Retry as retry:
+                    raise Retry(NetworkError(f"{self.url}: short body at byte {offset}"))
+            except Retry as retry:
                 offset = retry.reached or offset  # what the broken body brought stays
                 attempt += 1
                 self._backoff(attempt, retry.error)
@@ -419,25 +344,3 @@ def _fill(response: Response, view: memoryview) -> tuple[int, BaseException | No
 
 def _split(start: int, end: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, end)) for s in range(start, end, size)]
-
-
-def _content_range(response: Response) -> tuple[int, int, int | None]:
-    parsed = parse_content_range(response.header("content-range"))
-    if parsed is None:
-        raise SourceHTTPError(
-            response.connection.endpoint.url, 206, "206 without a valid Content-Range"
-        )
-    return parsed
-
-
-def _content_range_total(response: Response) -> int | None:
-    value = response.header("content-range")
-    _, _, total = value.rpartition("/")
-    return decimal(total.strip())
-
-
-def _network_error(endpoint: Endpoint, exc: BaseException) -> NetworkError:
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):
-        reason = "timed out"
-    return NetworkError(f"{redact_url(endpoint.url)}: {reason}")

@@ -14,130 +14,19 @@ Content-Length, chunked and read-until-close bodies, HTTP proxies from the envir
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import socket
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
 
+from dfget.net.endpoint import TLS, Endpoint, is_ssl_error, proxy_for
+from dfget.net.heads import WireError, parse_response_head, request_head, request_target_of
 from dfget.protocol.wire import decimal
 
-if TYPE_CHECKING:
-    import ssl
+__all__ = ["Connection", "Endpoint", "Pool", "Response"]  # Endpoint: what Pool.request takes
 
 MAX_HEAD = 64 * 1024
 _RECV = 64 * 1024
-
-
-class WireError(OSError):
-    """Malformed or truncated HTTP traffic (treated like a network error by callers)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where a URL's bytes come from: scheme, host, port and the request target."""
-
-    scheme: str
-    host: str
-    port: int
-    target: str
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"unsupported URL {url!r}")
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        return cls(scheme, parts.hostname, port, target)
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        """Scheme, host and port: what the user's headers are scoped to."""
-        return self.scheme, self.host, self.port
-
-    @property
-    def authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.authority}{self.target}"
-
-    @property
-    def origin_key(self) -> tuple[str, str, int]:
-        return self.scheme, self.host, self.port
-
-
-class TLS:
-    """TLS settings for the source: system roots plus ``--cacerts`` files, or no verification.
-
-    The context is built on first use: loading the system roots takes 20-50 ms, which a
-    plain-HTTP download never needs.
-    """
-
-    def __init__(self, cacerts: Iterable[str] = (), insecure: bool = False) -> None:
-        self.cacerts = tuple(cacerts)
-        self.insecure = insecure
-        self._context: ssl.SSLContext | None = None
-        self._lock = threading.Lock()
-
-    def context(self) -> ssl.SSLContext:
-        import ssl  # here, not at the top: plain-http downloads start ~9 ms sooner
-
-        with self._lock:
-            if self._context is None:
-                context = ssl.create_default_context()
-                for path in self.cacerts:
-                    context.load_verify_locations(cafile=path)
-                if self.insecure:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                self._context = context
-            return self._context
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TARGET_SAFE = "/?#[]@!$&'()*+,;=:%~-._"
-
-
-def request_target_of(target: str) -> str:
-    """``target`` as it may stand in a request line: control characters (CR and LF would end
-    the line and start a request of someone else's making) are refused; spaces and non-ASCII
-    characters are percent-encoded (UTF-8), as Go's client does for a peer's path."""
-    if _CONTROL.search(target):
-        raise WireError(f"refusing a request target with control characters: {target[:60]!r}")
-    return quote(target, safe=_TARGET_SAFE)
-
-
-def is_ssl_error(exc: BaseException, kind: str = "SSLError") -> bool:
-    """Whether ``exc`` is ``ssl.<kind>``; ssl is imported by the first TLS connection only."""
-    module = sys.modules.get("ssl")
-    return module is not None and isinstance(exc, getattr(module, kind))
-
-
-def proxy_for(endpoint: Endpoint) -> Endpoint | None:
-    """The HTTP proxy the environment names for this endpoint, if any (``no_proxy`` honoured)."""
-    if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return None  # the usual case, without importing urllib.request (~18 ms)
-    import urllib.request
-
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(endpoint.scheme)
-    if not proxy or urllib.request.proxy_bypass(endpoint.host):
-        return None
-    if "://" not in proxy:
-        proxy = "http://" + proxy
-    return Endpoint.parse(proxy)
 
 
 @dataclass(slots=True)
@@ -257,7 +146,7 @@ class Connection:
 
     def _tunnel(self) -> None:
         target = f"{self.endpoint.host}:{self.endpoint.port}"
-        self.sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        self.sock.sendall(request_head("CONNECT", target, target))
         status, _, _, _ = self._read_head()
         if status != 200:
             raise WireError(f"proxy refused CONNECT to {target}: HTTP {status}")
@@ -298,23 +187,10 @@ class Connection:
         end = self._buffer.index(b"\r\n\r\n")
         head = bytes(self._buffer[:end]).decode("latin-1")
         del self._buffer[: end + 4]
-        status_line, *lines = head.split("\r\n")
-        parts = status_line.split(" ", 2)
-        code = decimal(parts[1], 3) if len(parts) >= 2 else None
-        if code is None or not parts[0].startswith("HTTP/"):
-            raise WireError(f"bad status line {status_line[:80]!r}")
-        raw = []
-        for line in lines:
-            name, sep, value = line.partition(":")
-            if sep:
-                raw.append((name.strip(), value.strip()))
-        headers: dict[str, str] = {}
-        for name, value in raw:
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+        version, code, reason, headers, raw = parse_response_head(head)
+        if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
             self.keep_alive = False
-        return code, parts[2] if len(parts) > 2 else "", headers, raw
+        return code, reason, headers, raw
 
     def request(
         self, method: str, target: str, headers: Iterable[tuple[str, str]] = ()
@@ -324,12 +200,7 @@ class Connection:
         request_target = request_target_of(target)
         if self.proxy is not None and endpoint.scheme == "http":
             request_target = f"http://{endpoint.authority}{request_target}"
-        lines = [f"{method} {request_target} HTTP/1.1", f"Host: {endpoint.authority}"]
-        for name, value in headers:
-            if _CONTROL.search(name) or _CONTROL.search(value) or not name or ":" in name:
-                raise WireError(f"refusing to send header {name[:40]!r}: invalid characters")
-            lines.append(f"{name}: {value}")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.sock.sendall(request_head(method, request_target, endpoint.authority, headers))
         while True:
             status, reason, response_headers, raw = self._read_head()
             if status != 100:

@@ -19,6 +19,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from dfget.net.heads import response_head
 from dfget.net.listener import listen
 from dfget.protocol.wire import decimal, parse_raw_query
 
@@ -29,9 +30,17 @@ JSON = "application/json"
 MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its head (or body)
 BUSY_LOG_INTERVAL = 10.0
+_BUSY_BODY = b"too many connections\n"
 _BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
-    b"Connection: close\r\n\r\ntoo many connections\n"
+    response_head(
+        503,
+        [
+            ("Content-Type", "text/plain"),
+            ("Content-Length", str(len(_BUSY_BODY))),
+            ("Connection", "close"),
+        ],
+    )
+    + _BUSY_BODY
 )
 
 
@@ -161,11 +170,14 @@ class Handler(BaseHTTPRequestHandler):
         return default if value is None else value.strip()
 
     def start_response(self, status: int, content_length: int, content_type: str = TEXT) -> None:
-        self.send_response_only(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Date", formatdate(usegmt=True))
-        self.send_header("Content-Length", str(content_length))
-        self.end_headers()
+        if self.request_version == "HTTP/0.9":
+            return  # an HTTP/0.9 answer is the bare body
+        headers = [
+            ("Content-Type", content_type),
+            ("Date", formatdate(usegmt=True)),
+            ("Content-Length", str(content_length)),
+        ]
+        self.wfile.write(response_head(status, headers))
 
     def reply(self, status: int, body: bytes | str = b"", content_type: str = TEXT) -> None:
         data = body.encode() if isinstance(body, str) else body

@@ -11,7 +11,7 @@ import logging
 import threading
 
 from dfget.protocol.supernode import service_down
-from dfget.uploader.store import Task
+from dfget.uploader.task import Task
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
+from dfget.net.heads import response_head
 from dfget.net.tokenbucket import TokenBucket
 
 ZSTD_LEVEL = 3
@@ -83,17 +84,16 @@ class Body:
         return len(self.prefix) + self.count + len(self.suffix)
 
 
-def response_head(length: int, encoding: str | None = None) -> bytes:
+def piece_head(length: int, encoding: str | None = None) -> bytes:
     """A 206 head with the headers a v1 uploader sends, in its order."""
-    lines = [
-        "HTTP/1.1 206 Partial Content",
-        f"Content-Length: {length}",
-        "Content-Type: application/octet-stream",
-        f"Date: {formatdate(usegmt=True)}",
+    headers = [
+        ("Content-Length", str(length)),
+        ("Content-Type", "application/octet-stream"),
+        ("Date", formatdate(usegmt=True)),
     ]
     if encoding:
-        lines.append(f"Content-Encoding: {encoding}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        headers.append(("Content-Encoding", encoding))
+    return response_head(206, headers)
 
 
 def wants_zstd(accept_encoding: str) -> bool:
@@ -117,10 +117,10 @@ def send(
     try:
         with _corked(sock):
             if packed is not None:
-                clock.sendall(response_head(len(packed), "zstd"))
+                clock.sendall(piece_head(len(packed), "zstd"))
                 _send_bytes(clock, packed, bucket)
                 return
-            clock.sendall(response_head(body.length) + body.prefix)
+            clock.sendall(piece_head(body.length) + body.prefix)
             _send_file_range(clock, body, bucket)
             clock.sendall(body.suffix)
     finally:

@@ -28,7 +28,7 @@ from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
 from dfget.uploader import sender
 from dfget.uploader.pending import pending_path, wait_until_stored
 from dfget.uploader.service import Uploader
-from dfget.uploader.store import Unservable, task_name
+from dfget.uploader.task import Unservable, task_name
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from dfget.net.tokenbucket import TokenBucket
 from dfget.uploader import shares, status
 from dfget.uploader.options import ServerOptions
-from dfget.uploader.store import Task, TaskStore, Unservable
+from dfget.uploader.store import TaskStore
+from dfget.uploader.task import Task, Unservable
 
 log = logging.getLogger(__name__)
 

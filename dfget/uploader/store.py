@@ -19,88 +19,27 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
 
-from dfget.uploader import records
+from dfget.uploader import proof, records
 from dfget.uploader.cache import CachedFile, CachePolicy, evictions
 from dfget.uploader.pending import PENDING_SUFFIX
-from dfget.uploader.records import RECORD_SUFFIX, Record
+from dfget.uploader.records import RECORD_SUFFIX
+from dfget.uploader.task import (
+    OPEN_FLAGS,
+    SERVICE_SUFFIX,
+    Fingerprint,
+    Task,
+    Unservable,
+    opened_inside,
+    owner,
+    task_name,
+    unlink_task_files,
+)
 
 log = logging.getLogger(__name__)
 
-SERVICE_SUFFIX = ".service"
-MAX_NAME_BYTES = 240  # a file name is at most 255 bytes, ".service" included
 MAX_TASKS = 10_000
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def task_name(raw: str) -> str | None:
-    """The task file name from a URL path segment, or None if it could name anything but a
-    plain file in the data dir (separators, NUL, dot names, also when percent-encoded).
-
-    ``raw`` is the request line as http.server decoded it (latin-1); Go sends non-ASCII
-    names as raw UTF-8 bytes, our client percent-encodes them: both decode to the same name.
-    """
-    try:
-        name = unquote_to_bytes(raw.encode("latin-1")).decode("utf-8")
-    except UnicodeError:
-        return None
-    if name in ("", ".", "..") or len(name.encode()) > MAX_NAME_BYTES:
-        return None
-    if any(char in name for char in "/\\\x00"):
-        return None
-    return name
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """What identifies the exact bytes of a file without reading them.
-
-    The change time is there because nobody can set it: a write followed by ``touch -r``
-    (or ``cp -p`` onto the output) restores size and mtime, never ctime. Deleting or linking
-    the output changes it too: such a file is proved again before it is served on.
-    """
-
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Fingerprint:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-@dataclass(slots=True)
-class Task:
-    name: str
-    data_dir: Path  # resolved when registered
-    registered: float  # wall-clock times, comparable with file mtimes
-    last_access: float
-    finished: bool = False
-    task_id: str = ""
-    cid: str = ""
-    supernode: str = ""
-    fingerprint: Fingerprint | None = None  # finished: the verified file
-    requested_rate: int = 0
-    observed: Fingerprint | None = None  # unfinished: the file as last seen by the collector
-    observed_at: float = 0.0
-    recorded_use: float = 0.0  # the last use its restart record holds (0: no record yet)
-
-    @property
-    def path(self) -> Path:
-        return self.data_dir / (self.name + SERVICE_SUFFIX)
-
-
-class Unservable(Exception):
-    """A piece request that must be refused with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class TaskStore:
@@ -154,7 +93,7 @@ class TaskStore:
             if task is None:
                 return False
             task.finished = True
-            _unlink_task_files(task, PENDING_SUFFIX)  # every piece is stored now
+            unlink_task_files(task, PENDING_SUFFIX)  # every piece is stored now
             task.task_id, task.cid, task.supernode = task_id, cid, supernode
             task.requested_rate = 0
             task.last_access = now
@@ -183,7 +122,7 @@ class TaskStore:
         if task is None:
             raise Unservable(404, "task not found")
         try:
-            fd = os.open(task.path, _OPEN_FLAGS)
+            fd = os.open(task.path, OPEN_FLAGS)
         except FileNotFoundError:
             self.drop(task, "its service file is gone", unlink=False)
             raise Unservable(404, "file not found") from None
@@ -193,7 +132,7 @@ class TaskStore:
             raise Unservable(404, "file not found") from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not _opened_inside(fd, task.data_dir):
+            if not stat.S_ISREG(st.st_mode) or not opened_inside(fd, task.data_dir):
                 raise Unservable(404, "file not found")
             if task.finished and not self._still_verified(task, Fingerprint.of(st)):
                 self.drop(task, "its service file changed after it was verified")
@@ -255,36 +194,11 @@ class TaskStore:
             return list(self._tasks.values())
 
     def record(self, name: str) -> bool:
-        """Write the restart record of a finished task: an xxh3 of each block, taken while
-        the file still has the fingerprint pinned at finish. False (logged) when it cannot."""
+        """Write the restart record of a finished task (see :func:`proof.record`)."""
         task = self._tasks.get(name)
         if task is None or task.fingerprint is None:
             return False
-        try:
-            fd = os.open(task.path, _OPEN_FLAGS)
-        except OSError as exc:
-            log.warning("cannot record %s for a restart: %s", name, exc)
-            return False
-        try:
-            before = Fingerprint.of(os.fstat(fd))
-            digests = records.block_digests(fd, before.size)
-            after = Fingerprint.of(os.fstat(fd))
-        except OSError as exc:
-            log.warning("cannot record %s for a restart: %s", name, exc)
-            return False
-        finally:
-            os.close(fd)
-        if not before == after == task.fingerprint:
-            log.warning("not recording %s: it changed after it was verified", name)
-            return False
-        record = Record(before.size, digests, task.task_id, task.cid, task.supernode)
-        try:
-            records.write(task.data_dir, name, record, task.last_access)
-        except OSError as exc:
-            log.warning("cannot record %s for a restart: %s", name, exc)
-            return False
-        task.recorded_use = task.last_access
-        return True
+        return proof.record(task)
 
     def restore(self) -> tuple[int, int]:
         """Serve again the recorded files of the data dir whose every block still matches
@@ -304,7 +218,7 @@ class TaskStore:
                     record.supernode,
                 )
                 task.last_access = task.recorded_use = last_use
-                task.fingerprint = self._prove(task, record)
+                task.fingerprint = proof.prove(task, record)
             with self._lock:
                 self._tasks[name] = task
             if task.fingerprint is None:
@@ -334,51 +248,25 @@ class TaskStore:
                 return  # dropped concurrently
             del self._tasks[task.name]
         suffixes = (SERVICE_SUFFIX,) if unlink else ()
-        _unlink_task_files(task, *suffixes, RECORD_SUFFIX, PENDING_SUFFIX)
+        unlink_task_files(task, *suffixes, RECORD_SUFFIX, PENDING_SUFFIX)
         log.info("stopped serving %s: %s", task.name, reason)
         if task.finished:
             self._on_drop(task)
 
     def _still_verified(self, task: Task, seen: Fingerprint) -> bool:
-        """Whether a finished file is still the verified bytes. Only a new change time (the
-        user deleted or linked its output, which is a hard link of it) is forgiven, once every
-        block has been proved against the restart record again; the new fingerprint is then
-        pinned. A new size, mtime or inode is final."""
+        """Whether a finished file is still the verified bytes. Only a new change time is
+        forgiven, once every block has been proved against the restart record again (see
+        :func:`proof.reprove`); the new fingerprint is then pinned."""
         pinned = task.fingerprint
         if pinned is None or seen == pinned:
             return pinned is not None
-        if (seen.size, seen.mtime_ns, seen.inode) != (pinned.size, pinned.mtime_ns, pinned.inode):
-            return False
-        found = records.read(task.data_dir, task.name)
-        proved = self._prove(task, found[0]) if found is not None else None
-        if proved is None or (proved.size, proved.mtime_ns, proved.inode) != (
-            pinned.size,
-            pinned.mtime_ns,
-            pinned.inode,
-        ):
+        proved = proof.reprove(task, pinned, seen)
+        if proved is None:
             return False
         with self._lock:
             task.fingerprint = proved
         log.info("%s: its output link changed; every block still matches, still served", task.name)
         return True
-
-    def _prove(self, task: Task, record: Record) -> Fingerprint | None:
-        try:
-            fd = os.open(task.path, _OPEN_FLAGS)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
-                return None
-            if records.block_digests(fd, record.size) != record.digests:
-                return None
-            after = os.fstat(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return Fingerprint.of(after) if Fingerprint.of(st) == Fingerprint.of(after) else None
 
     def _save_last_uses(self) -> None:
         for task in self.finished_tasks():
@@ -436,7 +324,7 @@ class TaskStore:
         except OSError:
             return
         for entry in entries:
-            name = _owner(entry.name)
+            name = owner(entry.name)
             if name is None or name in self._tasks:
                 continue
             try:
@@ -446,40 +334,3 @@ class TaskStore:
                     log.info("deleted orphan file %s", entry.name)
             except OSError:
                 continue
-
-
-def _owner(entry: str) -> str | None:
-    """The task name a service file or restart record belongs to; None for other entries."""
-    for suffix in (SERVICE_SUFFIX, RECORD_SUFFIX):
-        if entry.endswith(suffix) and not entry.startswith("."):
-            return entry.removesuffix(suffix)
-    return None
-
-
-def _opened_inside(fd: int, data_dir: Path) -> bool:
-    """Whether an open descriptor really is a file directly inside ``data_dir``: guards
-    against a data dir that was swapped for a symlink after registration."""
-    try:
-        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
-    except OSError:
-        return True  # no /proc: O_NOFOLLOW and the name checks are all we have
-    return real.parent == data_dir
-
-
-def _unlink_task_files(task: Task, *suffixes: str) -> None:
-    """Unlink only these names of the task inside the data dir, never what they may point to;
-    the user's output may be a hard link of the service file and survives."""
-    try:
-        dir_fd = os.open(task.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        for suffix in suffixes:
-            try:
-                os.unlink(task.name + suffix, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("cannot delete %s%s: %s", task.name, suffix, exc)
-    finally:
-        os.close(dir_fd)
