@@ -30,7 +30,8 @@ from dfget.download.registration import Registrar
 from dfget.download.reporting import Link, Reports
 from dfget.download.target import Target
 from dfget.errors import P2PFallback
-from dfget.net.client import Endpoint, Pool
+from dfget.net.client import Pool
+from dfget.net.endpoint import Endpoint
 from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol.codes import REASON_P2P_ERROR
 from dfget.protocol.messages import PieceTask, Registration

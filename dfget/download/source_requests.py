@@ -32,7 +32,7 @@ def parse_header_option(entry: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-class Retry(Exception):
+class Retry(DfgetError):
     """A transient failure of one range; carries the error to report if attempts run out, and
     how far a broken body got (None when no body was read)."""
 

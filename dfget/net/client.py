@@ -23,8 +23,6 @@ from dfget.net.endpoint import TLS, Endpoint, is_ssl_error, proxy_for
 from dfget.net.heads import WireError, parse_response_head, request_head, request_target_of
 from dfget.protocol.wire import decimal
 
-__all__ = ["Connection", "Endpoint", "Pool", "Response"]  # Endpoint: what Pool.request takes
-
 MAX_HEAD = 64 * 1024
 _RECV = 64 * 1024
 

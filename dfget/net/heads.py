@@ -9,13 +9,14 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from urllib.parse import quote
 
+from dfget.errors import ProtocolError
 from dfget.protocol.wire import decimal
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TARGET_SAFE = "/?#[]@!$&'()*+,;=:%~-._"
 
 
-class WireError(OSError):
+class WireError(ProtocolError, OSError):
     """Malformed or truncated HTTP traffic (treated like a network error by callers)."""
 
 

@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -169,13 +170,20 @@ class Handler(BaseHTTPRequestHandler):
         value = self.headers.get(name)
         return default if value is None else value.strip()
 
-    def start_response(self, status: int, content_length: int, content_type: str = TEXT) -> None:
+    def start_response(
+        self,
+        status: int,
+        content_length: int,
+        content_type: str = TEXT,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> None:
         if self.request_version == "HTTP/0.9":
             return  # an HTTP/0.9 answer is the bare body
         headers = [
             ("Content-Type", content_type),
             ("Date", formatdate(usegmt=True)),
             ("Content-Length", str(content_length)),
+            *extra,
         ]
         self.wfile.write(response_head(status, headers))
 

@@ -10,11 +10,10 @@ server simply sees an empty request and closes.
 from __future__ import annotations
 
 import os
-from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote
 
-from dfget.net.server import TEXT, Handler
+from dfget.net.server import Handler
 from dfget.protocol.ranges import RangeError, range_sides
 from dfget.protocol.wire import decimal
 
@@ -70,27 +69,16 @@ def serve_file(handler: Handler, root: Path, route: str) -> None:
         try:
             selected = byte_range(requested, size) if requested else None
         except Unsatisfiable:
-            handler.send_response_only(416)
-            _send_headers(handler, 0, {"Content-Range": f"bytes */{size}"})
+            handler.start_response(416, 0, extra=[("Content-Range", f"bytes */{size}")])
             return
         start, end = selected if selected is not None else (0, size - 1)
         length = max(0, end - start + 1)
-        extra = {"Accept-Ranges": "bytes"}
+        extra = [("Accept-Ranges", "bytes")]
         if selected is not None:
-            extra["Content-Range"] = f"bytes {start}-{end}/{size}"
-        handler.send_response_only(206 if selected is not None else 200)
-        _send_headers(handler, length, extra)
+            extra.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        handler.start_response(206 if selected is not None else 200, length, extra=extra)
         if handler.command != "HEAD" and length:
             handler.connection.sendfile(file, start, length)
-
-
-def _send_headers(handler: Handler, length: int, extra: dict[str, str]) -> None:
-    handler.send_header("Content-Type", TEXT)
-    handler.send_header("Date", formatdate(usegmt=True))
-    handler.send_header("Content-Length", str(length))
-    for name, value in extra.items():
-        handler.send_header(name, value)
-    handler.end_headers()
 
 
 def make_file_handler(root: Path) -> type[Handler]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
+from dfget.errors import LocalIOError
 from dfget.net.heads import response_head
 from dfget.net.tokenbucket import TokenBucket
 
@@ -65,7 +66,7 @@ class _Compressors:
 _compressors = _Compressors(COMPRESSORS)
 
 
-class ShortFile(OSError):
+class ShortFile(LocalIOError, OSError):
     """The file ended before the range we announced (it shrank while being served)."""
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+from dfget.errors import Refused
 from dfget.uploader.records import RECORD_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Task:
         return self.data_dir / (self.name + SERVICE_SUFFIX)
 
 
-class Unservable(Exception):
+class Unservable(Refused):
     """A piece request that must be refused with ``status``."""
 
     def __init__(self, status: int, message: str) -> None:
