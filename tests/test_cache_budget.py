@@ -18,9 +18,9 @@ from dfget.uploader.cache import (
 )
 from dfget.uploader.lifecycle import IDLE_EXIT, MIN_GC_PERIOD, exit_reason, idle_exit_in
 from dfget.uploader.options import ServerOptions
+from dfget.uploader.served_task import ServedTask
 from dfget.uploader.service import Clock, Uploader
 from dfget.uploader.store import TaskStore
-from dfget.uploader.task import Task
 from tests.support.helpers import FakeClock, random_bytes
 
 MiB = 1024 * 1024
@@ -74,7 +74,9 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def budget_store(tmp_path: Path, clock: FakeClock, budget: int, dropped: list[Task]) -> TaskStore:
+def budget_store(
+    tmp_path: Path, clock: FakeClock, budget: int, dropped: list[ServedTask]
+) -> TaskStore:
     data = tmp_path / "data"
     data.mkdir()
     return TaskStore(
@@ -90,7 +92,7 @@ def budget_store(tmp_path: Path, clock: FakeClock, budget: int, dropped: list[Ta
 def test_budget_of_two_and_a_half_files_keeps_the_two_most_recently_used(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    dropped: list[Task] = []
+    dropped: list[ServedTask] = []
     store = budget_store(tmp_path, clock, 5 * MiB // 2, dropped)
     first = finished_file(store, "first", MiB, clock)
     second = finished_file(store, "second", MiB, clock)
@@ -106,7 +108,7 @@ def test_budget_of_two_and_a_half_files_keeps_the_two_most_recently_used(
 
 
 def test_no_timer_drops_a_file_without_expiretime(tmp_path: Path, clock: FakeClock) -> None:
-    dropped: list[Task] = []
+    dropped: list[ServedTask] = []
     store = budget_store(tmp_path, clock, 100 * MiB, dropped)
     path = finished_file(store, "kept", MiB, clock)
     clock.advance(30 * 24 * 3600.0)  # a month after its last use
@@ -160,7 +162,7 @@ def test_alivetime_is_an_upper_bound_when_set(tmp_path: Path, clock: FakeClock) 
 
 
 def test_restore_proves_every_block(tmp_path: Path, clock: FakeClock) -> None:
-    dropped: list[Task] = []
+    dropped: list[ServedTask] = []
     store = budget_store(tmp_path, clock, 100 * MiB, dropped)
     good = finished_file(store, "good", 9 * MiB, clock)
     bad = finished_file(store, "bad", 9 * MiB, clock)
@@ -169,7 +171,7 @@ def test_restore_proves_every_block(tmp_path: Path, clock: FakeClock) -> None:
     with open(bad, "r+b") as fh:
         fh.seek(5 * MiB)
         fh.write(b"\0" * 8)
-    again: list[Task] = []
+    again: list[ServedTask] = []
     restarted = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=again.append)
     assert restarted.restore() == (1, 1)
     assert [task.name for task in restarted.finished_tasks()] == ["good"]

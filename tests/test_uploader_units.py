@@ -18,15 +18,15 @@ from dfget.uploader import meta, ports
 from dfget.uploader.lifecycle import gc_period
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.sender import wants_zstd
+from dfget.uploader.served_task import ServedTask, Unservable, task_name
 from dfget.uploader.service import Uploader
 from dfget.uploader.shares import grant
 from dfget.uploader.store import TaskStore
-from dfget.uploader.task import Task, Unservable, task_name
 from tests.support.helpers import FakeClock, RawServer
 
 
 @pytest.fixture
-def dropped() -> list[Task]:
+def dropped() -> list[ServedTask]:
     return []
 
 
@@ -36,7 +36,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, dropped: list[Task], clock: FakeClock) -> TaskStore:
+def store(tmp_path: Path, dropped: list[ServedTask], clock: FakeClock) -> TaskStore:
     data = tmp_path / "data"
     data.mkdir()
     return TaskStore(
@@ -69,7 +69,7 @@ def test_task_names() -> None:
 
 
 def test_finished_task_expires_after_last_access(
-    store: TaskStore, dropped: list[Task], clock: FakeClock
+    store: TaskStore, dropped: list[ServedTask], clock: FakeClock
 ) -> None:
     path = store.data_dir / "t.service"
     path.write_bytes(b"data")
@@ -84,7 +84,7 @@ def test_finished_task_expires_after_last_access(
     assert store.get("t") is None
 
 
-def test_finish_without_file_drops_the_task(store: TaskStore, dropped: list[Task]) -> None:
+def test_finish_without_file_drops_the_task(store: TaskStore, dropped: list[ServedTask]) -> None:
     assert not store.finish("ghost", "id", "cid", "127.0.0.1:8002")
     store.collect()
     assert store.get("ghost") is None
@@ -92,7 +92,7 @@ def test_finish_without_file_drops_the_task(store: TaskStore, dropped: list[Task
 
 
 def test_abandoned_unfinished_download_is_dropped(
-    store: TaskStore, dropped: list[Task], clock: FakeClock
+    store: TaskStore, dropped: list[ServedTask], clock: FakeClock
 ) -> None:
     path = store.data_dir / "dead.service"
     path.write_bytes(b"partial")

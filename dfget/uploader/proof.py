@@ -10,12 +10,12 @@ import stat
 
 from dfget.uploader import records
 from dfget.uploader.records import Record
-from dfget.uploader.task import OPEN_FLAGS, Fingerprint, Task
+from dfget.uploader.served_task import OPEN_FLAGS, Fingerprint, ServedTask
 
 log = logging.getLogger(__name__)
 
 
-def record(task: Task) -> bool:
+def record(task: ServedTask) -> bool:
     """Write the restart record of a finished task: an xxh3 of each block, taken while the
     file still has the fingerprint pinned at finish. False (logged) when it cannot."""
     name = task.name
@@ -46,7 +46,7 @@ def record(task: Task) -> bool:
     return True
 
 
-def prove(task: Task, kept: Record) -> Fingerprint | None:
+def prove(task: ServedTask, kept: Record) -> Fingerprint | None:
     """The fingerprint of the task's file if every block matches ``kept`` (and the file did
     not change while it was read), else None."""
     try:
@@ -67,7 +67,7 @@ def prove(task: Task, kept: Record) -> Fingerprint | None:
     return Fingerprint.of(after) if Fingerprint.of(st) == Fingerprint.of(after) else None
 
 
-def reprove(task: Task, pinned: Fingerprint, seen: Fingerprint) -> Fingerprint | None:
+def reprove(task: ServedTask, pinned: Fingerprint, seen: Fingerprint) -> Fingerprint | None:
     """The new fingerprint of a finished file seen as ``seen`` instead of ``pinned``, if only
     its change time moved (the user deleted or linked its output, which is a hard link of it)
     and every block still matches the restart record; None otherwise. A new size, mtime or

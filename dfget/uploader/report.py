@@ -11,7 +11,7 @@ import logging
 import threading
 
 from dfget.protocol.supernode import service_down
-from dfget.uploader.task import Task
+from dfget.uploader.served_task import ServedTask
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class DownReporter:
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: ServedTask) -> None:
         if not task.supernode:
             log.info("no supernode recorded for %s: nobody to tell it is gone", task.name)
             return
@@ -51,7 +51,7 @@ class DownReporter:
             self._pending.discard(future)
 
 
-def _report(task: Task) -> None:
+def _report(task: ServedTask) -> None:
     if service_down(task.supernode, task.task_id, task.cid):
         log.info(
             "reported service down for %s (task %s) to %s", task.name, task.task_id, task.supernode

@@ -27,8 +27,8 @@ from dfget.protocol.pieces import (
 from dfget.protocol.ranges import PieceRange, RangeError, parse_range_header
 from dfget.uploader import sender
 from dfget.uploader.pending import pending_path, wait_until_stored
+from dfget.uploader.served_task import Unservable, task_name
 from dfget.uploader.service import Uploader
-from dfget.uploader.task import Unservable, task_name
 
 log = logging.getLogger(__name__)
 

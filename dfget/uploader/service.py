@@ -17,8 +17,8 @@ from pathlib import Path
 from dfget.net.tokenbucket import TokenBucket
 from dfget.uploader import shares, status
 from dfget.uploader.options import ServerOptions
+from dfget.uploader.served_task import ServedTask, Unservable
 from dfget.uploader.store import TaskStore
-from dfget.uploader.task import Task, Unservable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Clock:
 
 class Uploader:
     def __init__(
-        self, options: ServerOptions, on_drop: Callable[[Task], None], clock: Clock = Clock()
+        self, options: ServerOptions, on_drop: Callable[[ServedTask], None], clock: Clock = Clock()
     ) -> None:
         self.home = options.home.resolve()
         self.data_dir = options.data_dir.resolve()

@@ -25,11 +25,11 @@ from dfget.uploader import proof, records
 from dfget.uploader.cache import CachedFile, CachePolicy, evictions
 from dfget.uploader.pending import PENDING_SUFFIX
 from dfget.uploader.records import RECORD_SUFFIX
-from dfget.uploader.task import (
+from dfget.uploader.served_task import (
     OPEN_FLAGS,
     SERVICE_SUFFIX,
     Fingerprint,
-    Task,
+    ServedTask,
     Unservable,
     opened_inside,
     owner,
@@ -57,7 +57,7 @@ class TaskStore:
         *,
         expiretime: float | None,
         stale_after: float,
-        on_drop: Callable[[Task], None],
+        on_drop: Callable[[ServedTask], None],
         policy: CachePolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -67,11 +67,11 @@ class TaskStore:
         self.policy = policy or CachePolicy()
         self.clock = clock
         self._on_drop = on_drop
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, ServedTask] = {}
         self._lock = threading.Lock()
         self._budget_lock = threading.Lock()
 
-    def get(self, name: str) -> Task | None:
+    def get(self, name: str) -> ServedTask | None:
         return self._tasks.get(name)
 
     def register(self, name: str, data_dir: Path | None = None) -> bool:
@@ -183,13 +183,13 @@ class TaskStore:
         for victim, why in evictions(files, limits):
             self.drop(tasks[victim.name], why)
 
-    def finished_tasks(self) -> list[Task]:
+    def finished_tasks(self) -> list[ServedTask]:
         """The finished tasks, least recently used first."""
         with self._lock:
             tasks = [task for task in self._tasks.values() if task.finished]
         return sorted(tasks, key=lambda task: (task.last_access, task.name))
 
-    def tasks(self) -> list[Task]:
+    def tasks(self) -> list[ServedTask]:
         with self._lock:
             return list(self._tasks.values())
 
@@ -209,7 +209,7 @@ class TaskStore:
             if task_name(name) is None or name in self._tasks:
                 continue
             found = records.read(self.data_dir, name)
-            task = Task(name, self.data_dir, registered=0.0, last_access=0.0, finished=True)
+            task = ServedTask(name, self.data_dir, registered=0.0, last_access=0.0, finished=True)
             if found is not None:
                 record, last_use = found
                 task.task_id, task.cid, task.supernode = (
@@ -242,7 +242,7 @@ class TaskStore:
             )
             self._on_drop(task)
 
-    def drop(self, task: Task, reason: str, *, unlink: bool = True) -> None:
+    def drop(self, task: ServedTask, reason: str, *, unlink: bool = True) -> None:
         with self._lock:
             if self._tasks.get(task.name) is not task:
                 return  # dropped concurrently
@@ -253,7 +253,7 @@ class TaskStore:
         if task.finished:
             self._on_drop(task)
 
-    def _still_verified(self, task: Task, seen: Fingerprint) -> bool:
+    def _still_verified(self, task: ServedTask, seen: Fingerprint) -> bool:
         """Whether a finished file is still the verified bytes. Only a new change time is
         forgiven, once every block has been proved against the restart record again (see
         :func:`proof.reprove`); the new fingerprint is then pinned."""
@@ -274,18 +274,18 @@ class TaskStore:
                 records.touch(task.data_dir, task.name, task.last_access)
                 task.recorded_use = task.last_access
 
-    def _register_locked(self, name: str, data_dir: Path | None) -> Task | None:
+    def _register_locked(self, name: str, data_dir: Path | None) -> ServedTask | None:
         task = self._tasks.get(name)
         now = self.clock()
         if task is None:
             if len(self._tasks) >= MAX_TASKS:
                 return None
-            task = Task(name, data_dir or self.data_dir, registered=now, last_access=now)
+            task = ServedTask(name, data_dir or self.data_dir, registered=now, last_access=now)
             self._tasks[name] = task
         task.last_access = now
         return task
 
-    def _inspect(self, task: Task, now: float) -> tuple[str, bool] | None:
+    def _inspect(self, task: ServedTask, now: float) -> tuple[str, bool] | None:
         """Why ``task`` should be dropped (and whether to delete its file), or None."""
         try:
             st = os.stat(task.path, follow_symlinks=False)

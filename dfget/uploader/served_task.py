@@ -58,7 +58,7 @@ class Fingerprint:
 
 
 @dataclass(slots=True)
-class Task:
+class ServedTask:
     name: str
     data_dir: Path  # resolved when registered
     registered: float  # wall-clock times, comparable with file mtimes
@@ -105,7 +105,7 @@ def opened_inside(fd: int, data_dir: Path) -> bool:
     return real.parent == data_dir
 
 
-def unlink_task_files(task: Task, *suffixes: str) -> None:
+def unlink_task_files(task: ServedTask, *suffixes: str) -> None:
     """Unlink only these names of the task inside the data dir, never what they may point to;
     the user's output may be a hard link of the service file and survives."""
     try:
