@@ -13,7 +13,6 @@ import logging
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dfget.download.pacing import STALL_SECONDS, Backoff, StallWatch, WorkerPool
@@ -28,12 +27,10 @@ from dfget.protocol.codes import (
     REASON_NONE,
     REASON_P2P_ERROR,
     RESULT_FAILED,
-    RESULT_INVALID,
     RESULT_SEMI_SUCCESS,
     STATUS_RUNNING,
-    STATUS_START,
 )
-from dfget.protocol.messages import PieceTask, PullAnswer, SupernodeError
+from dfget.protocol.messages import PieceReport, PieceTask, PullAnswer, SupernodeError
 
 if TYPE_CHECKING:
     from dfget.download.p2p import P2PDownload
@@ -45,16 +42,6 @@ MAX_IN_FLIGHT = 4  # the v1 supernode runs at most 4 pieces per client
 MERGE_RUNNING = 2  # after a stored piece, pull only when at most this many still run (v1)
 IDLE_PULL_SECONDS = 2.0  # pull at least this often while pieces run
 EXPECTED_CODES = (CODE_PEER_CONTINUE, CODE_PEER_WAIT, CODE_PEER_LIMITED, CODE_SUCCESS)
-
-
-@dataclass
-class PieceReport:
-    """What the next pull tells the supernode about one piece."""
-
-    dst_cid: str = ""
-    range: str = ""
-    result: int = RESULT_INVALID
-    status: int = STATUS_START
 
 
 class PullSession:
@@ -83,14 +70,7 @@ class PullSession:
                 link = download.link
                 download.announcer.release(link.api)
                 try:
-                    answer = link.api.pull(
-                        link.registration,
-                        download.identity.cid,
-                        self.report.dst_cid,
-                        self.report.range,
-                        self.report.result,
-                        self.report.status,
-                    )
+                    answer = link.api.pull(link.registration, download.identity.cid, self.report)
                 except SupernodeError as exc:
                     self._migrate(f"pull failed: {exc}")
                     continue

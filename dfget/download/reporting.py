@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dfget.protocol.codes import ERROR_FILE_MD5_NOT_MATCH
-from dfget.protocol.messages import PieceTask, Registration, SupernodeError
+from dfget.protocol.messages import PieceErrorReport, PieceTask, Registration, SupernodeError
 from dfget.protocol.supernode import SupernodeApi
 from dfget.redact import Scrubber
 
@@ -81,14 +81,16 @@ class Reports:
             return
         try:
             self.link.api.piece_error(
-                error_type,
-                self.cid,
-                task.cid,
-                task.peer_ip,
-                self.link.registration.task_id,
-                task.range,
-                real_md5,
-                task.md5 if real_md5 else "",
+                PieceErrorReport(
+                    error_type,
+                    self.cid,
+                    task.cid,
+                    task.peer_ip,
+                    self.link.registration.task_id,
+                    task.range,
+                    real_md5,
+                    task.md5 if real_md5 else "",
+                )
             )
         except SupernodeError as exc:
             log.info("piece error report for %s failed: %s", holder, self.scrub(str(exc)))

@@ -15,6 +15,8 @@ from dfget.protocol.codes import (
     CDN_SOURCE_SUPERNODE,
     CODE_PEER_CONTINUE,
     CODE_SUCCESS,
+    RESULT_INVALID,
+    STATUS_START,
 )
 from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB, piece_count
 from dfget.protocol.ranges import PieceRange
@@ -70,6 +72,44 @@ class RegisterRequest:
         }
         body.update((key, value) for key, value in optional.items() if value)
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class PieceReport:
+    """What a pull (``/peer/task``) tells the supernode about one piece: its holder, range,
+    result and status; the first pull of a download reports nothing (status 700)."""
+
+    dst_cid: str = ""
+    range: str = ""
+    result: int = RESULT_INVALID
+    status: int = STATUS_START
+
+
+@dataclass(frozen=True, slots=True)
+class PieceErrorReport:
+    """``/peer/piece/error``: a holder's piece was missing or wrong."""
+
+    error_type: str
+    src_cid: str
+    dst_cid: str
+    dst_ip: str
+    task_id: str
+    range: str
+    real_md5: str = ""
+    expected_md5: str = ""
+
+    def query(self) -> list[tuple[str, object]]:
+        """The query parameters, in dfget 1.0.6's order."""
+        return [
+            ("errorType", self.error_type),
+            ("srcCid", self.src_cid),
+            ("dstCid", self.dst_cid),
+            ("dstIp", self.dst_ip),
+            ("taskId", self.task_id),
+            ("range", self.range),
+            ("realMd5", self.real_md5),
+            ("expectedMd5", self.expected_md5),
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ from dfget.protocol.codes import (
     JSON_REQUEST_CONTENT_TYPE,
 )
 from dfget.protocol.messages import (
+    PieceErrorReport,
+    PieceReport,
     PullAnswer,
     RegisterRequest,
     Registration,
@@ -110,22 +112,14 @@ class SupernodeClient:
         envelope = _envelope(self._post("/peer/registry", request.as_json(self.node.host)))
         return Registration.from_envelope(envelope, self.node)
 
-    def pull(
-        self,
-        registration: Registration,
-        src_cid: str,
-        dst_cid: str,
-        piece_range: str,
-        result: int,
-        status: int,
-    ) -> PullAnswer:
+    def pull(self, registration: Registration, cid: str, report: PieceReport) -> PullAnswer:
         """GET /peer/task carrying the result of one piece (or the start marker)."""
         params = [
-            ("srcCid", src_cid),
-            ("dstCid", dst_cid),
-            ("range", piece_range),
-            ("result", result),
-            ("status", status),
+            ("srcCid", cid),
+            ("dstCid", report.dst_cid),
+            ("range", report.range),
+            ("result", report.result),
+            ("status", report.status),
             ("taskId", registration.task_id),
         ]
         return PullAnswer.from_envelope(_envelope(self._get("/peer/task", params)), registration)
@@ -139,28 +133,8 @@ class SupernodeClient:
         ]
         _envelope(self._get("/peer/piece/suc", params))
 
-    def piece_error(
-        self,
-        error_type: str,
-        src_cid: str,
-        dst_cid: str,
-        dst_ip: str,
-        task_id: str,
-        piece_range: str,
-        real_md5: str = "",
-        expected_md5: str = "",
-    ) -> None:
-        params = [
-            ("errorType", error_type),
-            ("srcCid", src_cid),
-            ("dstCid", dst_cid),
-            ("dstIp", dst_ip),
-            ("taskId", task_id),
-            ("range", piece_range),
-            ("realMd5", real_md5),
-            ("expectedMd5", expected_md5),
-        ]
-        self._get("/peer/piece/error", params)
+    def piece_error(self, report: PieceErrorReport) -> None:
+        self._get("/peer/piece/error", report.query())
 
     def metrics(self, body: dict[str, Any]) -> None:
         response = self._post("/task/metrics", body)
@@ -179,29 +153,11 @@ class SupernodeApi(Protocol):
 
     def register(self, request: RegisterRequest) -> tuple[int, Registration | None, str]: ...
 
-    def pull(
-        self,
-        registration: Registration,
-        src_cid: str,
-        dst_cid: str,
-        piece_range: str,
-        result: int,
-        status: int,
-    ) -> PullAnswer: ...
+    def pull(self, registration: Registration, cid: str, report: PieceReport) -> PullAnswer: ...
 
     def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None: ...
 
-    def piece_error(
-        self,
-        error_type: str,
-        src_cid: str,
-        dst_cid: str,
-        dst_ip: str,
-        task_id: str,
-        piece_range: str,
-        real_md5: str = "",
-        expected_md5: str = "",
-    ) -> None: ...
+    def piece_error(self, report: PieceErrorReport) -> None: ...
 
     def metrics(self, body: dict[str, Any]) -> None: ...
 

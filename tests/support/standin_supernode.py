@@ -25,6 +25,8 @@ from dfget.protocol.codes import (
     RESULT_SEMI_SUCCESS,
 )
 from dfget.protocol.messages import (
+    PieceErrorReport,
+    PieceReport,
     PieceTask,
     PullAnswer,
     RegisterRequest,
@@ -49,14 +51,6 @@ class Holder:
 
 
 @dataclass
-class Pull:
-    dst_cid: str
-    range: str
-    result: int
-    status: int
-
-
-@dataclass
 class StandInSupernode:
     node: Node
     length: int
@@ -66,9 +60,9 @@ class StandInSupernode:
     reachable: bool = True
     script: dict[int, PullAnswer | Exception] = field(default_factory=dict)  # by pull number
     registrations: list[RegisterRequest] = field(default_factory=list)
-    pulls: list[Pull] = field(default_factory=list)
+    pulls: list[PieceReport] = field(default_factory=list)
     stored_reports: list[tuple[str, str]] = field(default_factory=list)  # (dst_cid, range)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[PieceErrorReport] = field(default_factory=list)
     metrics_sent: list[dict[str, Any]] = field(default_factory=list)
     downs: int = 0
     stored: set[int] = field(default_factory=set)
@@ -92,17 +86,10 @@ class StandInSupernode:
             return self.register_code, None, "refused"
         return CODE_SUCCESS, self.registration, ""
 
-    def pull(
-        self,
-        registration: Registration,
-        src_cid: str,
-        dst_cid: str,
-        piece_range: str,
-        result: int,
-        status: int,
-    ) -> PullAnswer:
+    def pull(self, registration: Registration, cid: str, report: PieceReport) -> PullAnswer:
+        piece_range, result = report.range, report.result
         with self.lock:
-            self.pulls.append(Pull(dst_cid, piece_range, result, status))
+            self.pulls.append(report)
             scripted = self.script.get(len(self.pulls))
             if isinstance(scripted, Exception):
                 raise scripted
@@ -147,19 +134,9 @@ class StandInSupernode:
             self.stored.add(piece)
             self.running.discard(piece)
 
-    def piece_error(
-        self,
-        error_type: str,
-        src_cid: str,
-        dst_cid: str,
-        dst_ip: str,
-        task_id: str,
-        piece_range: str,
-        real_md5: str = "",
-        expected_md5: str = "",
-    ) -> None:
+    def piece_error(self, report: PieceErrorReport) -> None:
         with self.lock:
-            self.errors.append({"type": error_type, "dst_cid": dst_cid, "range": piece_range})
+            self.errors.append(report)
 
     def metrics(self, body: dict[str, Any]) -> None:
         self.metrics_sent.append(body)
