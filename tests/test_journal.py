@@ -84,6 +84,18 @@ def test_a_record_that_cannot_be_trusted_is_not_resumed(home: Path, record: str)
     assert not fresh.load()
 
 
+def test_an_unusable_record_leaves_nothing_of_itself_in_the_journal(home: Path) -> None:
+    """What a broken record did say (its length, ETag) must not end up in the record of the
+    download that starts over, as the identity of bytes it never saw."""
+    journal = partial_download(home, random_bytes(4 * PIECE, seed=3), [0])
+    broken = json.loads(journal.record_path.read_text())
+    broken["extents"] = "not a list of extents"
+    journal.record_path.write_text(json.dumps(broken))
+    fresh = journal_in(home)
+    assert not fresh.load()
+    assert (fresh.length, fresh.etag, fresh.last_modified, fresh.extents) == (None, "", "", [])
+
+
 def test_a_record_without_its_data_is_not_resumed(home: Path) -> None:
     journal = partial_download(home, random_bytes(4 * PIECE, seed=4), [0])
     journal.partial_path.unlink()
