@@ -3,13 +3,26 @@ report it."""
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from dfget.download.accounting import CDN, PEER, RESUMED, SOURCE, Accounting
 from dfget.download.trace import Trace, read_events
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Thread switches every microsecond: races that need an unlucky switch show up."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
 
 
 def test_pieces_from_one_holder_add_up_and_every_kind_is_reported() -> None:
@@ -130,3 +143,34 @@ def test_concurrent_records_lose_nothing() -> None:
     # Each address: 400 pieces of the worker's number of bytes and 200 failures per worker.
     assert holders == {f"10.0.0.{a}:15001": (1600, 400 * 10, 800) for a in range(5)}
     assert tally.bytes_by_kind()[PEER] == 2000 * (1 + 2 + 3 + 4)
+
+
+def test_the_report_can_be_read_while_fetch_threads_still_record(fast_switching: None) -> None:
+    """A fetch thread that outlives its join (a failed or interrupted download) may still
+    record while the summary or --json is written; reading must neither fail nor see a
+    holder half-updated."""
+    tally = Accounting()
+    problems: list[str] = []
+
+    def fetch(worker: int) -> None:
+        for piece in range(20_000):  # a new holder each time: the holders keep growing
+            tally.record(PEER, f"10.0.{worker}.{piece}:15001", 7, 0.0)
+
+    fetchers = [threading.Thread(target=fetch, args=(w,)) for w in range(2)]
+    for thread in fetchers:
+        thread.start()
+    while any(thread.is_alive() for thread in fetchers) and not problems:
+        try:
+            tally.summary()
+            tally.bytes_by_kind()
+            holders = tally.as_json()
+        except RuntimeError as exc:  # e.g. the holders changed size during iteration
+            problems.append(repr(exc))
+            break
+        torn = [h for h in holders if h["bytes"] != 7 * h["pieces"]]  # type: ignore[operator]
+        if torn:
+            problems.append(f"half-updated holders: {torn[:3]}")
+    for thread in fetchers:
+        thread.join()
+    assert problems == []
+    assert tally.bytes_by_kind()[PEER] == 2 * 20_000 * 7
