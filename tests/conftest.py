@@ -30,7 +30,7 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
 def peers(tmp_path: Path) -> Iterator[Peers]:
     group = Peers(tmp_path)
     yield group
-    group.stop_servers()
+    group.stop()
 
 
 @pytest.fixture

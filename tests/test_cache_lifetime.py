@@ -71,7 +71,7 @@ def test_node_two_pulls_from_node_one_after_v1_would_have_expired(
     v1_timers = {"expiretime": 180.0, "alivetime": 300.0} if timers == "v1 timers" else {}
     options = ServerOptions(home=tmp_path / "n1", ip="127.0.0.1", **v1_timers)  # type: ignore[arg-type]
     with peer_server_in_process(options, clock) as uploader:
-        first = peers.run("n1", url, node.node)
+        first = peers.json("n1", url, "--node", node.node)
         assert by_kind(first)["source"] == SIZE
         pieces = first["source_assigned_pieces"]
         assert first["source_reasons"] == [
@@ -82,7 +82,7 @@ def test_node_two_pulls_from_node_one_after_v1_would_have_expired(
 
         clock.advance(PAST_V1_TIMERS)
         uploader.housekeep()
-        second = peers.run("n2", url, node.node)
+        second = peers.json("n2", url, "--node", node.node)
         after = len(origin.stats.requests) - origin_requests
         if timers == "v1 timers":  # the control: v1's rule sends node 2 to the registry
             assert exit_reason(uploader, options) == "no upload activity for 5m0s"
@@ -116,7 +116,9 @@ def test_budget_of_two_and_a_half_files_keeps_the_two_most_recent(
     budget = ("--cache-budget", str(5 * size // 2), "--cache-min-free", "0")
     listed = []
     for i, url in enumerate(urls):
-        result = peers.run(f"n1-{i}", url, node.node, "--home", str(home), *budget, timers=False)
+        result = peers.json(
+            "n1", url, "--node", node.node, *budget, out=f"n1-{i}.bin", timers=False
+        )
         assert "while they fit the cache budget" in str(result["serving"])
         listed.append(served_names(home))
     first, second, third = (names[-1] for names in listed)
@@ -136,7 +138,7 @@ def test_budget_of_two_and_a_half_files_keeps_the_two_most_recent(
     metrics = httpx.get(f"{node.url}/metrics").text
     assert 'api_requests_total{route="/peer/service/down"} 1' in metrics
 
-    result = peers.run("n2", urls[0], node.node)
+    result = peers.json("n2", urls[0], "--node", node.node)
     assert peers.output("n2") == blobs[0]
     node1 = f"127.0.0.1:{port}"
     assert all(h["address"] != node1 for h in result["holders"]), result["holders"]  # type: ignore[attr-defined]
@@ -151,12 +153,12 @@ def test_node_one_still_seeds_after_its_output_is_deleted(
     data = random_bytes(SIZE, seed=8)
     url = origin.add("/v2/app/blobs/sha256-handed-over", data)
     node = supernode(cdn_pattern="source")
-    peers.run("n1", url, node.node, timers=False)
-    output = peers.root / "out" / "n1.bin"
+    peers.json("n1", url, "--node", node.node, timers=False)
+    output = peers.out / "n1.bin"
     assert output.stat().st_nlink == 2  # the output is the served file
     output.unlink()
     before = len(origin.stats.requests)
-    second = peers.run("n2", url, node.node)
+    second = peers.json("n2", url, "--node", node.node)
     assert len(origin.stats.requests) == before
     assert by_kind(second)["peer"] == SIZE
     assert peers.output("n2") == data

@@ -31,13 +31,13 @@ from dfget.errors import ExitCode
 from tests.support.helpers import (
     REPO,
     free_port,
-    kill_pid_file_servers,
     random_bytes,
     run_dfget,
     start_dfget,
     stop_process,
 )
 from tests.support.origin import Origin
+from tests.support.peers import stop_peer_server
 from tests.support.servers import SupernodeFactory, read_first_line
 
 LOG_LINE = re.compile(
@@ -378,7 +378,7 @@ def test_dfdaemon_with_basic_auth(
         server_log = (home / "logs" / "dfserver.log").read_text()
         assert "host-wide upload limit set to 20971520 B/s" in server_log
     finally:
-        kill_pid_file_servers(home)
+        stop_peer_server(home)
 
 
 def test_dfdaemon_with_missing_cacerts_is_a_clean_usage_error(

@@ -42,7 +42,7 @@ import pytest
 from dfget.errors import ExitCode
 from dfget.protocol.pieces import TAIL, frame_head
 from dfget.protocol.ranges import parse_range_header
-from tests.support.fake_peer import FakePeer, Runs, alive
+from tests.support.fake_peer import FakePeer
 from tests.support.helpers import (
     eventually,
     open_fds,
@@ -55,6 +55,7 @@ from tests.support.helpers import (
     thread_count,
 )
 from tests.support.origin import Origin
+from tests.support.peers import Peers, stop_peer_server
 from tests.support.servers import PeerServer, SupernodeFactory, SupernodeProcess
 
 MiB = 1024 * 1024
@@ -63,13 +64,6 @@ SIZE = 9 * MiB + 4321  # three pieces, the last one partial
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Iterator[Runs]:
-    group = Runs(tmp_path)
-    yield group
-    group.stop()
 
 
 def journaled(home: Path) -> dict[str, object] | None:
@@ -127,15 +121,15 @@ def fake_peer() -> Iterator[Callable[..., FakePeer]]:
 
 
 def test_corrupt_peer_is_caught_by_the_piece_md5_blacklisted_and_reported(
-    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], runs: Runs
+    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], peers: Peers
 ) -> None:
     data = random_bytes(SIZE, seed=51)
     url = origin.add("/corrupt.bin", data)
     node = supernode()
     liar = fake_peer(data)
     liar.join(node, url)  # it now holds every piece, as far as the supernode knows
-    result = runs.json("h", url, "f.bin", "--node", node.node, "--pattern", "cdn")
-    assert (runs.out / "f.bin").read_bytes() == data
+    result = peers.json("h", url, "--node", node.node, "--pattern", "cdn", out="f.bin")
+    assert (peers.out / "f.bin").read_bytes() == data
     assert liar.requests, "the corrupting peer was never asked: the test proves nothing"
     blamed = holders(result)[("peer", liar.address)]
     assert blamed["bytes"] == 0 and blamed["failures"] >= 1  # type: ignore[operator]
@@ -144,7 +138,7 @@ def test_corrupt_peer_is_caught_by_the_piece_md5_blacklisted_and_reported(
 
 
 def test_corrupt_peer_in_the_source_pattern_is_caught_by_sha256_and_refetched(
-    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], runs: Runs
+    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], peers: Peers
 ) -> None:
     """No piece md5 in the source pattern: only the file digest can tell. The bytes peers
     delivered are fetched again from the origin, and the peer that lied is named and reported."""
@@ -154,11 +148,11 @@ def test_corrupt_peer_in_the_source_pattern_is_caught_by_sha256_and_refetched(
     node = supernode(cdn_pattern="source")
     liar = fake_peer(data)
     liar.join(node, url)
-    result = runs.run("h", url, "f.bin", "--node", node.node, "--pattern", "cdn", "--json",
-                      "--digest", digest)  # fmt: skip
+    result = peers.run("h", url, "--node", node.node, "--pattern", "cdn", "--json",
+                       "--digest", digest, out="f.bin")  # fmt: skip
     stderr = result.stderr.decode()
     assert result.returncode == ExitCode.OK, stderr
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     summary = json.loads(result.stdout)
     assert summary["bytes"]["source"] == SIZE + 1  # type: ignore[index]  # +1: the range probe
     assert holders(summary)[("peer", liar.address)]["failures"] == 3
@@ -167,7 +161,7 @@ def test_corrupt_peer_in_the_source_pattern_is_caught_by_sha256_and_refetched(
 
 
 def test_corrupt_peer_without_the_source_fails_naming_it(
-    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], runs: Runs
+    origin: Origin, supernode: SupernodeFactory, fake_peer: Callable[..., FakePeer], peers: Peers
 ) -> None:
     data = random_bytes(SIZE, seed=53)
     url = origin.add("/layer.bin", data)
@@ -175,12 +169,13 @@ def test_corrupt_peer_without_the_source_fails_naming_it(
     liar = fake_peer(data)
     liar.join(node, url)
     origin.reset_stats()
-    result = runs.run("h", url, "f.bin", "--node", node.node, "--pattern", "cdn", "--notbs",
-                      "--digest", "sha256:" + hashlib.sha256(data).hexdigest())  # fmt: skip
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    result = peers.run("h", url, "--node", node.node, "--pattern", "cdn", "--notbs",
+                       "--digest", digest, out="f.bin")  # fmt: skip
     stderr = result.stderr.decode()
     assert result.returncode == ExitCode.DIGEST_MISMATCH, stderr
     assert f"suspect: peer {liar.address} (3 pieces)" in stderr
-    assert not runs.out.exists() or not any(runs.out.iterdir())
+    assert not peers.out.exists() or not any(peers.out.iterdir())
     assert not origin.stats.requests
 
 
@@ -188,33 +183,22 @@ def test_corrupt_peer_without_the_source_fails_naming_it(
 
 
 def test_supernode_killed_without_another_the_source_fills_only_the_gaps(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     data = random_bytes(SIZE, seed=54)
     url = origin.add("/gaps.bin", data)
     node = supernode("--down-limit", "1")  # one piece at a time: some are not even started
-    proc = start_dfget(
-        runs.args(
-            "h",
-            url,
-            "f.bin",
-            "--node",
-            node.node,
-            "--pattern",
-            "cdn",
-            "--json",
-            "--locallimit",
-            "6M",
-        )  # fmt: skip
-    )
+    args = peers.args("h", url, "--node", node.node, "--pattern", "cdn", "--json",
+                      "--locallimit", "6M", out="f.bin")  # fmt: skip
+    proc = start_dfget(args)
     try:
-        assert eventually(lambda: journaled(runs.root / "h"), timeout=20), "a first piece"
+        assert eventually(lambda: journaled(peers.root / "h"), timeout=20), "a first piece"
         node.proc.kill()
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         stop_process(proc)
     assert proc.returncode == ExitCode.OK, stderr.decode()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     result = json.loads(stdout)
     by_kind = result["bytes"]
     assert by_kind["cdn"] > 0 and by_kind["source"] > 0, result
@@ -227,7 +211,7 @@ def test_supernode_killed_without_another_the_source_fills_only_the_gaps(
 
 
 def test_origin_errors_through_the_supernode_end_clearly_without_a_retry_storm(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """The supernode's CDN meets the error first; dfget then falls back to the source, meets
     it too and exits with the code of the status. The origin sees a handful of requests."""
@@ -242,21 +226,23 @@ def test_origin_errors_through_the_supernode_end_clearly_without_a_retry_storm(
         if behaviour is not None:
             origin.add(path, b"x" * 1000)
             origin.behave(path, **behaviour)
-        result = runs.run("h", origin.url(path), path.strip("/"), "--node", node.node)
+        result = peers.run("h", origin.url(path), "--node", node.node, out=path.strip("/"))
         stderr = result.stderr.decode()
         assert result.returncode == code, (path, stderr)
         assert path in stderr and "Traceback" not in stderr
-        assert not (runs.out / path.strip("/")).exists()
+        assert not (peers.out / path.strip("/")).exists()
         assert 1 <= origin.stats.count(path) <= most, (path, origin.stats.count(path))
 
 
-def test_reset_on_every_response_gives_up_after_a_few_attempts(origin: Origin, runs: Runs) -> None:
+def test_reset_on_every_response_gives_up_after_a_few_attempts(
+    origin: Origin, peers: Peers
+) -> None:
     url = origin.add("/cut.bin", random_bytes(2 * MiB, seed=55))
     origin.behave("/cut.bin", reset_after=64 * 1024)  # every response
-    result = runs.run("h", url, "cut.bin", "--pattern", "source")
+    result = peers.run("h", url, "--pattern", "source", out="cut.bin")
     assert result.returncode == ExitCode.NETWORK, result.stderr.decode()
     assert 2 <= origin.stats.count("/cut.bin") <= 5
-    assert not (runs.out / "cut.bin").exists()
+    assert not (peers.out / "cut.bin").exists()
 
 
 # ---- 5. disk full ----------------------------------------------------------------------------
@@ -297,11 +283,8 @@ def test_disk_full_fails_clearly_and_leaves_nothing_at_the_destination(
     try:
         result = run_dfget(args, timeout=60)
     finally:
-        pid_file = home / "meta" / "server.pid"
-        if pid_file.exists():  # its log is on the small disk: it must go before the unmount
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            assert eventually(lambda: not alive(pid), timeout=20), "the peer server to exit"
+        # Its log is on the small disk: it must go before the unmount.
+        assert stop_peer_server(home, timeout=20), "the peer server to exit"
     stderr = result.stderr.decode()
     assert result.returncode == ExitCode.LOCAL_IO, stderr
     assert "disk full" in stderr and "Traceback" not in stderr
@@ -319,17 +302,19 @@ def test_disk_full_fails_clearly_and_leaves_nothing_at_the_destination(
     [(signal.SIGTERM, ExitCode.TERMINATED), (signal.SIGINT, ExitCode.INTERRUPTED)],
 )
 def test_interrupted_p2p_download_keeps_a_resumable_partial_and_stops_being_offered(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs, signum: int, code: ExitCode
+    origin: Origin, supernode: SupernodeFactory, peers: Peers, signum: int, code: ExitCode
 ) -> None:
     """The half file leaves the peer server's data dir for <home>/partial (resumable), the own
     server answers 404 for it, and the supernode is told, so no peer is sent there any more."""
     data = random_bytes(SIZE, seed=57)
     url = origin.add("/half.bin", data)
     node = supernode()
-    proc = start_dfget(runs.args("p1", url, "f.bin", "--node", node.node, "--locallimit", "4M"))
+    proc = start_dfget(
+        peers.args("p1", url, "--node", node.node, "--locallimit", "4M", out="f.bin")
+    )
     try:
-        assert eventually(lambda: journaled(runs.root / "p1"), timeout=20), "a first piece"
-        record = journaled(runs.root / "p1")
+        assert eventually(lambda: journaled(peers.root / "p1"), timeout=20), "a first piece"
+        record = journaled(peers.root / "p1")
         assert record is not None
         task_file = Path(str(record["data"])).name.removesuffix(".service")
         proc.send_signal(signum)
@@ -337,14 +322,14 @@ def test_interrupted_p2p_download_keeps_a_resumable_partial_and_stops_being_offe
     finally:
         stop_process(proc)
     assert proc.returncode == code, stderr.decode()
-    assert not runs.out.exists() or not any(runs.out.iterdir())
-    kept = journaled(runs.root / "p1")
-    assert kept is not None and Path(str(kept["data"])).parent == runs.root / "p1" / "partial"
+    assert not peers.out.exists() or not any(peers.out.iterdir())
+    kept = journaled(peers.root / "p1")
+    assert kept is not None and Path(str(kept["data"])).parent == peers.root / "p1" / "partial"
     assert Path(str(kept["data"])).is_file()
-    assert not list((runs.root / "p1" / "data").glob("*.service"))
-    assert piece_status(runs.server_port("p1"), task_file) == 404
-    second = runs.json("p2", url, "g.bin", "--node", node.node, "--pattern", "cdn")
-    assert (runs.out / "g.bin").read_bytes() == data
+    assert not list((peers.root / "p1" / "data").glob("*.service"))
+    assert piece_status(peers.server_port("p1"), task_file) == 404
+    second = peers.json("p2", url, "--node", node.node, "--pattern", "cdn", out="g.bin")
+    assert (peers.out / "g.bin").read_bytes() == data
     assert not [h for h in holders(second) if h[0] == "peer"], second["holders"]
     # Nor does it wait for the pieces the interrupted one was fetching (its failure report
     # released them; otherwise only its 10 s of silence would).
@@ -354,20 +339,20 @@ def test_interrupted_p2p_download_keeps_a_resumable_partial_and_stops_being_offe
 
 
 def test_existing_destination_is_replaced_atomically_on_p2p_success_only(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """A reader never sees a half-written file; the old inode is never written to (another
     name of it keeps the old bytes); a failed download leaves the destination alone."""
     data = random_bytes(SIZE, seed=58)
     url = origin.add("/new.bin", data)
     node = supernode()
-    runs.out.mkdir(parents=True)
-    dest = runs.out / "f.bin"
+    peers.out.mkdir(parents=True)
+    dest = peers.out / "f.bin"
     old = b"the previous version\n" * 1000
     dest.write_bytes(old)
-    os.link(dest, runs.root / "old-name")
+    os.link(dest, peers.root / "old-name")
     seen: set[bytes] = set()
-    proc = start_dfget(runs.args("h", url, "f.bin", "--node", node.node, "--locallimit", "8M"))
+    proc = start_dfget(peers.args("h", url, "--node", node.node, "--locallimit", "8M", out="f.bin"))
     try:
         while proc.poll() is None:
             seen.add(hashlib.sha256(dest.read_bytes()).digest())
@@ -377,12 +362,12 @@ def test_existing_destination_is_replaced_atomically_on_p2p_success_only(
         stop_process(proc)
     assert proc.returncode == ExitCode.OK, stderr.decode()
     assert seen <= {hashlib.sha256(old).digest(), hashlib.sha256(data).digest()}
-    assert dest.read_bytes() == data and (runs.root / "old-name").read_bytes() == old
-    assert sorted(p.name for p in runs.out.iterdir()) == ["f.bin"]
-    failed = runs.run("h", origin.url("/missing.bin"), "f.bin", "--node", node.node)
+    assert dest.read_bytes() == data and (peers.root / "old-name").read_bytes() == old
+    assert sorted(p.name for p in peers.out.iterdir()) == ["f.bin"]
+    failed = peers.run("h", origin.url("/missing.bin"), "--node", node.node, out="f.bin")
     assert failed.returncode == ExitCode.NOT_FOUND
     assert dest.read_bytes() == data
-    assert sorted(p.name for p in runs.out.iterdir()) == ["f.bin"]
+    assert sorted(p.name for p in peers.out.iterdir()) == ["f.bin"]
 
 
 # ---- 8. stale meta file, dead port, port taken by another program ---------------------------
@@ -424,13 +409,13 @@ def test_stale_meta_file_gets_a_new_server_without_hanging(
     origin: Origin,
     supernode: SupernodeFactory,
     peer_server: Callable[..., PeerServer],
-    runs: Runs,
+    peers: Peers,
     stale: str,
 ) -> None:
     data = random_bytes(100_000, seed=59)
     url = origin.add("/small.bin", data)
     node = supernode()
-    meta = runs.root / "h" / "meta" / "host.meta"
+    meta = peers.root / "h" / "meta" / "host.meta"
     meta.parent.mkdir(parents=True)
     imposter = None
     if stale == "garbage":
@@ -446,20 +431,20 @@ def test_stale_meta_file_gets_a_new_server_without_hanging(
     if stale_port:
         meta.write_text(json.dumps({"servicePort": stale_port}))
     try:
-        result = runs.json("h", url, "f.bin", "--node", node.node)
+        result = peers.json("h", url, "--node", node.node, out="f.bin")
     finally:
         if imposter is not None:
             imposter.close()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     assert result["serving"]
     if imposter is not None:  # asked once, not again under the spawn lock (each ask can wait 2 s)
         assert len(imposter.connections) == 1
-    port = runs.server_port("h")
+    port = peers.server_port("h")
     if stale == "dead-port":  # free again: the supernode may still send peers there
         assert port == stale_port
     else:
         assert port != stale_port
-    (task_file,) = (runs.root / "h" / "data").glob("*.service")
+    (task_file,) = (peers.root / "h" / "data").glob("*.service")
     assert piece_status(port, task_file.name.removesuffix(".service")) == 206
 
 
@@ -468,17 +453,19 @@ def test_stale_meta_file_gets_a_new_server_without_hanging(
 
 @pytest.mark.parametrize("outputs", [("f.bin", "f.bin"), ("f.bin", "g.bin")], ids=["same", "two"])
 def test_two_downloads_of_one_url_in_one_home(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs, outputs: tuple[str, str]
+    origin: Origin, supernode: SupernodeFactory, peers: Peers, outputs: tuple[str, str]
 ) -> None:
     data = random_bytes(SIZE, seed=60)
     url = origin.add("/shared.bin", data)
     node = supernode()
-    first = start_dfget(runs.args("h", url, outputs[0], "--node", node.node, "--locallimit", "6M"))
+    first = start_dfget(
+        peers.args("h", url, "--node", node.node, "--locallimit", "6M", out=outputs[0])
+    )
     try:
-        assert eventually(lambda: journaled(runs.root / "h"), timeout=20), (
+        assert eventually(lambda: journaled(peers.root / "h"), timeout=20), (
             "the first download's first piece"
         )
-        second = start_dfget(runs.args("h", url, outputs[1], "--node", node.node))
+        second = start_dfget(peers.args("h", url, "--node", node.node, out=outputs[1]))
         try:
             results = [(p.communicate(timeout=60), p.returncode) for p in (first, second)]
         finally:
@@ -488,14 +475,14 @@ def test_two_downloads_of_one_url_in_one_home(
     for (_, stderr), code in results:
         assert code == ExitCode.OK, stderr.decode()
     for name in set(outputs):
-        assert (runs.out / name).read_bytes() == data
-    assert sorted(p.name for p in runs.out.iterdir()) == sorted(set(outputs))
-    pid = runs.server_pid("h")
+        assert (peers.out / name).read_bytes() == data
+    assert sorted(p.name for p in peers.out.iterdir()) == sorted(set(outputs))
+    pid = peers.server_pid("h")
     servers = [
         entry.name
         for entry in Path("/proc").iterdir()
         if entry.name.isdigit()
-        and str(runs.root / "h").encode() in _cmdline(entry)
+        and str(peers.root / "h").encode() in _cmdline(entry)
         and b"server" in _cmdline(entry).split(b"\0")
     ]
     assert servers == [str(pid)]
@@ -566,7 +553,7 @@ def test_64_concurrent_downloaders_are_all_served_without_leaks(
 
 
 def test_expiry_while_a_peer_is_mid_transfer(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """The holder's file expires while its big piece is on the way: the open file still
     delivers that piece whole, the supernode hears the service is down, and the downloader
@@ -574,32 +561,32 @@ def test_expiry_while_a_peer_is_mid_transfer(
     data = random_bytes(P - 5 + 1000, seed=62)  # a full piece and a small one
     url = origin.add("/expiring.bin", data)
     node = supernode("--down-limit", "1")
-    runs.json("p1", url, "p1.bin", "--node", node.node, "--expiretime", "3s")
+    peers.json("p1", url, "--node", node.node, "--expiretime", "3s")
     # The big piece takes 4 s at 1 MiB/s: it is on the way when its file expires.
-    result = runs.json("p2", url, "p2.bin", "--node", node.node, "--pattern", "cdn",
-                       "--locallimit", "1M")  # fmt: skip
-    assert (runs.out / "p2.bin").read_bytes() == data
+    result = peers.json("p2", url, "--node", node.node, "--pattern", "cdn",
+                        "--locallimit", "1M")  # fmt: skip
+    assert (peers.out / "p2.bin").read_bytes() == data
     assert result["bytes"]["peer"] > 0  # type: ignore[index]
     assert sum(result["bytes"].values()) == len(data)  # type: ignore[union-attr, attr-defined]
-    log = (runs.root / "p1" / "logs" / "dfserver.log").read_text()
+    log = (peers.root / "p1" / "logs" / "dfserver.log").read_text()
     assert "expired" in log
-    assert not list((runs.root / "p1" / "data").glob("*.service"))
+    assert not list((peers.root / "p1" / "data").glob("*.service"))
 
 
 # ---- 12. the served file modified after the download ---------------------------------------
 
 
 def test_output_modified_in_place_is_never_served(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """The output is a hard link of the served file. Changed in place with its size and mtime
     restored, only the inode's change time tells; the peer server must notice."""
     data = random_bytes(SIZE, seed=63)
     url = origin.add("/mine.bin", data)
     node = supernode()
-    runs.json("p1", url, "p1.bin", "--node", node.node)
-    (service,) = (runs.root / "p1" / "data").glob("*.service")
-    output = runs.out / "p1.bin"
+    peers.json("p1", url, "--node", node.node)
+    (service,) = (peers.root / "p1" / "data").glob("*.service")
+    output = peers.out / "p1.bin"
     assert os.stat(service).st_ino == os.stat(output).st_ino
     before = os.stat(output)
     with open(output, "r+b") as file:
@@ -607,7 +594,7 @@ def test_output_modified_in_place_is_never_served(
         file.write(b"edited by the user")
     os.utime(output, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(output).st_size == before.st_size
-    assert piece_status(runs.server_port("p1"), service.name.removesuffix(".service")) == 404
-    second = runs.json("p2", url, "p2.bin", "--node", node.node, "--pattern", "cdn")
-    assert (runs.out / "p2.bin").read_bytes() == data
+    assert piece_status(peers.server_port("p1"), service.name.removesuffix(".service")) == 404
+    second = peers.json("p2", url, "--node", node.node, "--pattern", "cdn")
+    assert (peers.out / "p2.bin").read_bytes() == data
     assert second["bytes"]["peer"] == 0  # type: ignore[index]

@@ -47,8 +47,8 @@ def test_p2p_download_over_ipv6_only(
         cdn_pattern=pattern, shared_port=pattern == "source",
     )  # fmt: skip
     node6 = f"[::1]:{node.port}"
-    first = peers.run("p1", url, node6, "--ip", "::1")
-    second = peers.run("p2", url, node6, "--ip", "::1")
+    first = peers.json("p1", url, "--node", node6, "--ip", "::1")
+    second = peers.json("p2", url, "--node", node6, "--ip", "::1")
     assert peers.output("p1") == data and peers.output("p2") == data
     assert first["serving"] and "[::1]:" in first["serving"]
     assert by_kind(second)["peer"] == size

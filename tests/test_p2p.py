@@ -28,7 +28,7 @@ def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers:
     data = random_bytes(SIZE, seed=11)
     url = origin.add("/blob.bin", data)
     node = supernode()
-    first = peers.run("p1", url, node.node)
+    first = peers.json("p1", url, "--node", node.node)
     assert peers.output("p1") == data
     assert first["serving"], "peer 1 is not serving: its peer server did not start"
     assert by_kind(first)["cdn"] == SIZE and by_kind(first)["source"] == 0
@@ -46,7 +46,7 @@ def test_local_cdn_then_peer(origin: Origin, supernode: SupernodeFactory, peers:
     assert SIZE <= served <= SIZE * 1.05  # the supernode fetched it once (plus its probe)
 
     origin.reset_stats()
-    second = peers.run("p2", url, node.node)
+    second = peers.json("p2", url, "--node", node.node)
     assert peers.output("p2") == data
     assert by_kind(second) == {"peer": SIZE, "cdn": 0, "source": 0, "resumed": 0}
     assert origin.stats.body_bytes == 0 and not origin.stats.requests
@@ -60,7 +60,7 @@ def test_source_pattern_second_peer_takes_nothing_from_origin(
     data = random_bytes(SIZE, seed=12)
     url = origin.add("/layer.bin", data)
     node = supernode(cdn_pattern="source", shared_port=True)
-    first = peers.run("p1", url, node.node)
+    first = peers.json("p1", url, "--node", node.node)
     assert peers.output("p1") == data
     assert first["serving"], "peer 1 is not serving: its peer server did not start"
     assert by_kind(first)["source"] == SIZE
@@ -71,7 +71,7 @@ def test_source_pattern_second_peer_takes_nothing_from_origin(
     assert origin.stats.bytes_by_path["/layer.bin"] <= SIZE * 1.05  # each byte left once (+probes)
 
     origin.reset_stats()
-    second = peers.run("p2", url, node.node)
+    second = peers.json("p2", url, "--node", node.node)
     assert peers.output("p2") == data
     assert by_kind(second)["peer"] == SIZE and by_kind(second)["source"] == 0
     assert origin.stats.body_bytes <= 1  # at most the supernode's bytes=0-0 probe
@@ -85,26 +85,26 @@ def test_failover_to_a_live_supernode(
     node = supernode()
     dead = f"127.0.0.1:{free_port()}"
     for nodes in (f"{dead},{node.node}", f"{node.node},{dead}"):
-        result = peers.run(f"p{len(peers.homes)}", url, nodes)
+        result = peers.json(f"p{len(peers.homes)}", url, "--node", nodes)
         assert by_kind(result)["source"] == 0
     assert peers.output("p0") == data
 
 
 def test_notbs_with_supernode_down_fails_clearly(origin: Origin, peers: Peers) -> None:
     url = origin.add("/f.bin", random_bytes(1000, seed=1))
-    args = peers.args("p1", url, f"127.0.0.1:{free_port()}", "--notbs")
-    result = run_dfget([a for a in args if a != "--json"], timeout=60)
+    args = peers.args("p1", url, "--node", f"127.0.0.1:{free_port()}", "--notbs")
+    result = run_dfget(args, timeout=60)
     assert result.returncode == ExitCode.P2P_FAILED
     assert b"--notbs" in result.stderr
-    assert not (peers.root / "out" / "p1.bin").exists()
+    assert not (peers.out / "p1.bin").exists()
     assert not origin.stats.requests
 
 
 def test_supernode_unreachable_means_one_line_and_the_source(origin: Origin, peers: Peers) -> None:
     data = random_bytes(5000, seed=2)
     url = origin.add("/f.bin", data)
-    args = peers.args("p1", url, f"127.0.0.1:{free_port()}")
-    result = run_dfget([a for a in args if a != "--json"], timeout=60)
+    args = peers.args("p1", url, "--node", f"127.0.0.1:{free_port()}")
+    result = run_dfget(args, timeout=60)
     assert result.returncode == ExitCode.OK
     notes = [line for line in result.stderr.decode().splitlines() if "supernode" in line]
     assert len(notes) == 1 and "no supernode reachable" in notes[0]
@@ -118,10 +118,10 @@ def test_holder_killed_mid_download(
     data = random_bytes(size, seed=14)
     url = origin.add("/big.bin", data)
     node = supernode()
-    peers.run("p1", url, node.node)
+    peers.json("p1", url, "--node", node.node)
     holder_pid = peers.server_pid("p1")
     # Peer 2 pulls slowly from peer 1; peer 1's server dies half way.
-    proc = start_dfget(peers.args("p2", url, node.node, "--locallimit", "8M"))
+    proc = start_dfget(peers.args("p2", url, "--node", node.node, "--json", "--locallimit", "8M"))
     try:
         time.sleep(1.2)
         os.kill(holder_pid, signal.SIGKILL)
@@ -141,7 +141,7 @@ def test_verbose_logs_one_line_per_piece(
 ) -> None:
     url = origin.add("/v.bin", random_bytes(SIZE, seed=15))
     node = supernode()
-    peers.run("p1", url, node.node, "--verbose")
+    peers.json("p1", url, "--node", node.node, "--verbose")
     log = (peers.root / "p1" / "logs" / "dfclient.log").read_text()
     lines = [line for line in log.splitlines() if " from cdn " in line and "bytes in" in line]
     assert len(lines) == 3
@@ -153,8 +153,7 @@ def test_text_summary_names_holders_and_serving_time(
 ) -> None:
     url = origin.add("/s.bin", random_bytes(SIZE, seed=16))
     node = supernode()
-    args = [a for a in peers.args("p1", url, node.node) if a != "--json"]
-    result = run_dfget(args, timeout=60)
+    result = run_dfget(peers.args("p1", url, "--node", node.node), timeout=60)
     out = result.stdout.decode()
     assert "download SUCCESS" in out
     assert "3 pieces: 3 from supernode CDN 127.0.0.1:" in out
@@ -203,7 +202,7 @@ def test_supernode_killed_mid_download_migrates_keeping_pieces(
     nodes = f"{first.node},{second.node}"
     preferred = node_order(list(parse_nodes(nodes)), task_key(url, ()))[0]
     doomed = first if preferred.address == first.node else second
-    proc = start_dfget(peers.args("p1", url, nodes, "--locallimit", "8M"))
+    proc = start_dfget(peers.args("p1", url, "--node", nodes, "--json", "--locallimit", "8M"))
     try:
         time.sleep(1.5)
         doomed.proc.kill()
@@ -226,9 +225,9 @@ def test_compressible_pieces_travel_zstd_between_our_peers(
     data = (b"dragonfly layer " * (SIZE // 16 + 1))[:SIZE]
     url = origin.add("/z.bin", data)
     node = supernode()
-    peers.run("p1", url, node.node)
+    peers.json("p1", url, "--node", node.node)
     trace = peers.root / "p2.trace"
-    second = peers.run("p2", url, node.node, "--trace", str(trace))
+    second = peers.json("p2", url, "--node", node.node, "--trace", str(trace))
     assert peers.output("p2") == data
     assert by_kind(second)["peer"] == SIZE
     events = [json.loads(line) for line in trace.read_text().splitlines()]
@@ -256,7 +255,11 @@ def test_peers_of_one_blob_meet_at_one_supernode_and_move_together(
     procs = []
     for index in range(6):
         order = ",".join(n.node for n in nodes[index % 3 :] + nodes[: index % 3])
-        procs.append(start_dfget(peers.args(f"p{index}", url, order, "--locallimit", "4M")))
+        procs.append(
+            start_dfget(
+                peers.args(f"p{index}", url, "--node", order, "--json", "--locallimit", "4M")
+            )
+        )
     logs = [peers.root / f"p{index}" / "logs" / "dfclient.log" for index in range(6)]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(
@@ -296,7 +299,7 @@ def test_peer_server_that_never_starts_is_withdrawn(
     url = origin.add("/unserved.bin", data)
     node = supernode()
     result = subprocess.run(
-        [sys.executable, "-c", NO_SERVER, *peers.args("p1", url, node.node)],
+        [sys.executable, "-c", NO_SERVER, *peers.args("p1", url, "--node", node.node, "--json")],
         capture_output=True,
         timeout=120,
     )
@@ -308,7 +311,7 @@ def test_peer_server_that_never_starts_is_withdrawn(
     assert not list((peers.root / "p1" / "data").iterdir())  # the work file went to the output
 
     # The supernode was told: the next peer is not sent to the dead port at all.
-    second = peers.run("p2", url, node.node)
+    second = peers.json("p2", url, "--node", node.node)
     assert peers.output("p2") == data
     assert by_kind(second)["peer"] == 0 and by_kind(second)["cdn"] == SIZE
     assert all(h["failures"] == 0 for h in second["holders"])  # type: ignore[index, union-attr]

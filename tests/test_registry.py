@@ -93,29 +93,16 @@ def hub(hub_once: Hub) -> Hub:
     return hub_once
 
 
-class NodePeers(Peers):
-    """Peers that pull several blobs each: one --home (and peer server) per node name."""
-
-    def args(self, name: str, url: str, node: str, *extra: str, timers: bool = True) -> list[str]:
-        home = self.root / name
-        if home not in self.homes:
-            self.homes.append(home)
-        digest = url.split("?")[0].rsplit("/", 1)[1]
-        return [
-            "-u", url, "-o", str(self.root / "out" / name / digest.replace(":", "-")),
-            "--node", node, "--home", str(home), "--ip", "127.0.0.1", "--json",
-            *(("--expiretime", "60s", "--alivetime", "60s") if timers else ()), *extra,
-        ]  # fmt: skip
-
-    def file(self, name: str, digest: str) -> Path:
-        return self.root / "out" / name / digest.replace(":", "-")
+def pull(peers: Peers, name: str, url: str, node: str, *extra: str) -> dict[str, object]:
+    """Node ``name`` (its own --home and peer server) pulls the blob at ``url``; its report."""
+    return peers.json(name, url, "--node", node, *extra, out=blob_out(name, url))
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[NodePeers]:
-    group = NodePeers(tmp_path)
-    yield group
-    group.stop_servers()
+def blob_out(name: str, url: str) -> str:
+    """Where node ``name`` saves the blob at ``url`` in the peers' out directory, so that one
+    node can pull several blobs."""
+    digest = url.split("?")[0].rsplit("/", 1)[1]
+    return f"{name}/{digest.replace(':', '-')}"
 
 
 def check_result(result: dict[str, object], digest: str, size: int) -> dict[str, int]:
@@ -128,19 +115,19 @@ def check_result(result: dict[str, object], digest: str, size: int) -> dict[str,
     return by_kind
 
 
-def pull_three(hub: Hub, nodes: NodePeers, node: str) -> dict[str, list[dict[str, int]]]:
+def pull_three(hub: Hub, peers: Peers, node: str) -> dict[str, list[dict[str, int]]]:
     """Each layer: node a first, then b and c at the same time (from a and each other)."""
     report: dict[str, list[dict[str, int]]] = {}
     auth = ("--header", hub.auth_header)
     for layer in hub.image.layers:
         url = hub.blob_url(layer.digest)
-        first = nodes.run("a", url, node, *auth)
+        first = pull(peers, "a", url, node, *auth)
         with ThreadPoolExecutor(2) as pool:
-            runs = [pool.submit(nodes.run, name, url, node, *auth) for name in ("b", "c")]
+            runs = [pool.submit(pull, peers, name, url, node, *auth) for name in ("b", "c")]
             later = [run.result() for run in runs]
         kinds = [check_result(r, layer.digest, layer.size) for r in (first, *later)]
         for name in "abc":
-            assert sha256_file(nodes.file(name, layer.digest)) == layer.digest
+            assert sha256_file(peers.out / blob_out(name, url)) == layer.digest
         report[layer.digest] = kinds
     return report
 
@@ -175,8 +162,8 @@ def test_direct_pull_of_each_layer(hub: Hub, tmp_path: Path) -> None:
     print_figures("direct", hub, report)
 
 
-def test_local_cdn_three_peers(hub: Hub, supernode: SupernodeFactory, nodes: NodePeers) -> None:
-    report = pull_three(hub, nodes, supernode().node)
+def test_local_cdn_three_peers(hub: Hub, supernode: SupernodeFactory, peers: Peers) -> None:
+    report = pull_three(hub, peers, supernode().node)
     print_figures("local cdn", hub, report)
     for layer in hub.image.layers:
         first, *later = report[layer.digest]
@@ -189,11 +176,9 @@ def test_local_cdn_three_peers(hub: Hub, supernode: SupernodeFactory, nodes: Nod
         assert hub.logged(layer.digest, hub.served(layer.digest)) == hub.served(layer.digest)
 
 
-def test_source_pattern_three_peers(
-    hub: Hub, supernode: SupernodeFactory, nodes: NodePeers
-) -> None:
+def test_source_pattern_three_peers(hub: Hub, supernode: SupernodeFactory, peers: Peers) -> None:
     node = supernode(cdn_pattern="source", shared_port=True)
-    report = pull_three(hub, nodes, node.node)
+    report = pull_three(hub, peers, node.node)
     print_figures("source pattern", hub, report)
     for layer in hub.image.layers:
         first, *later = report[layer.digest]
@@ -206,7 +191,7 @@ def test_source_pattern_three_peers(
 
 @pytest.mark.parametrize("filtered", [True, False])
 def test_signed_urls_share_one_task_with_filter(
-    hub: Hub, supernode: SupernodeFactory, nodes: NodePeers, filtered: bool
+    hub: Hub, supernode: SupernodeFactory, peers: Peers, filtered: bool
 ) -> None:
     """Blob URLs signed per client (as behind a CDN or a token-issuing proxy) differ in their
     query; ``--filter`` drops the signature from the task URL so both peers join one task."""
@@ -216,7 +201,7 @@ def test_signed_urls_share_one_task_with_filter(
     results = []
     for name, signature in (("a", "c2lnbmVkLWZvci1h"), ("b", "c2lnbmVkLWZvci1i")):
         url = f"{hub.blob_url(layer.digest)}?exp=1700000000&sig={signature}"
-        results.append(check_result(nodes.run(name, url, node, *extra), layer.digest, layer.size))
+        results.append(check_result(pull(peers, name, url, node, *extra), layer.digest, layer.size))
     served = hub.served(layer.digest)
     print(f"[filter={filtered}] registry sent {served} B for {layer.size} B; {results}")
     if filtered:
@@ -233,31 +218,31 @@ def no_files(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("mode", ["direct", "local", "source"])
 def test_wrong_password_is_exit_100_and_leaves_nothing(
-    hub: Hub, supernode: SupernodeFactory, nodes: NodePeers, mode: str
+    hub: Hub, supernode: SupernodeFactory, peers: Peers, mode: str
 ) -> None:
     layer = hub.image.layers[0]
-    out_dir = nodes.root / "out" / "a"
+    out_dir = peers.out / "a"
     wrong = ("--header", "Authorization: Basic " + "d3Jvbmc6cGFzc3dvcmQ=")  # wrong:password
+    url = hub.blob_url(layer.digest)
     if mode == "direct":
         out_dir.mkdir(parents=True)
-        url = hub.blob_url(layer.digest)
         args = ["-u", url, "-o", str(out_dir / "layer"), "--pattern", "source"]
         result = run_dfget([*args, *wrong], timeout=60)
     else:
         node = supernode(cdn_pattern=mode, shared_port=mode == "source")
-        args = nodes.args("a", hub.blob_url(layer.digest), node.node, *wrong)
+        args = peers.args("a", url, "--node", node.node, "--json", *wrong, out=blob_out("a", url))
         result = run_dfget(args, timeout=60)
     assert result.returncode == ExitCode.AUTH_REQUIRED, result.stderr.decode()[-2000:]
-    assert no_files(out_dir) == [] and no_files(nodes.root / "a" / "data") == []
+    assert no_files(out_dir) == [] and no_files(peers.root / "a" / "data") == []
     assert hub.served(layer.digest) < 1024  # only the registry's 401 error documents
 
 
 @pytest.mark.parametrize("mode", ["direct", "local", "source"])
 def test_missing_blob_is_exit_82(
-    hub: Hub, supernode: SupernodeFactory, nodes: NodePeers, mode: str
+    hub: Hub, supernode: SupernodeFactory, peers: Peers, mode: str
 ) -> None:
     missing = "sha256:" + hashlib.sha256(b"never pushed").hexdigest()
-    out_dir = nodes.root / "out" / "a"
+    out_dir = peers.out / "a"
     auth = ("--header", hub.auth_header)
     if mode == "direct":
         out_dir.mkdir(parents=True)
@@ -265,9 +250,11 @@ def test_missing_blob_is_exit_82(
         result = run_dfget([*args, *auth], timeout=60)
     else:
         node = supernode(cdn_pattern=mode, shared_port=mode == "source")
-        result = run_dfget(nodes.args("a", hub.blob_url(missing), node.node, *auth), timeout=60)
+        url = hub.blob_url(missing)
+        args = peers.args("a", url, "--node", node.node, "--json", *auth, out=blob_out("a", url))
+        result = run_dfget(args, timeout=60)
     assert result.returncode == ExitCode.NOT_FOUND, result.stderr.decode()[-2000:]
-    assert no_files(out_dir) == [] and no_files(nodes.root / "a" / "data") == []
+    assert no_files(out_dir) == [] and no_files(peers.root / "a" / "data") == []
 
 
 def run_prewarm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -275,7 +262,7 @@ def run_prewarm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_prewarm_seeds_a_node_for_its_peers(
-    hub: Hub, supernode: SupernodeFactory, nodes: NodePeers, tmp_path: Path
+    hub: Hub, supernode: SupernodeFactory, peers: Peers, tmp_path: Path
 ) -> None:
     node = supernode()
     # A dfget wrapper that records its argv: the registry password must not be on it.
@@ -287,8 +274,7 @@ def test_prewarm_seeds_a_node_for_its_peers(
         "sys.argv[0] = 'dfget'\n"
         "runpy.run_module('dfget', run_name='__main__')\n"
     )
-    home = tmp_path / "prewarmed"
-    nodes.homes.append(home)
+    home = peers.home("prewarmed")
     out = tmp_path / "blobs"
     result = run_prewarm(
         "--registry", hub.proxy.url, "--repo", REPO, "--tag", TAG,
@@ -312,7 +298,9 @@ def test_prewarm_seeds_a_node_for_its_peers(
     # Another node now gets the biggest layer from the pre-warmed one, not from the registry.
     hub.reset()
     biggest = max(hub.image.layers, key=lambda blob: blob.size)
-    result_b = nodes.run("b", hub.blob_url(biggest.digest), node.node, "--header", hub.auth_header)
+    result_b = pull(
+        peers, "b", hub.blob_url(biggest.digest), node.node, "--header", hub.auth_header
+    )
     assert check_result(result_b, biggest.digest, biggest.size)["peer"] == biggest.size
     assert hub.served(biggest.digest) <= 1  # at most the supernode's probe
 

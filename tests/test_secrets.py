@@ -23,9 +23,10 @@ import pytest
 from dfget.errors import ExitCode
 from dfget.net.server import Handler, make_server
 from dfget.redact import Scrubber
-from tests.support.fake_peer import FakePeer, Runs
-from tests.support.helpers import kill_pid_file_servers, random_bytes, run_dfget
+from tests.support.fake_peer import FakePeer
+from tests.support.helpers import random_bytes, run_dfget
 from tests.support.origin import Origin
+from tests.support.peers import Peers, stop_peer_server
 from tests.support.servers import SupernodeFactory
 
 MiB = 1024 * 1024
@@ -35,13 +36,6 @@ TOKEN = "tok-7f3a9c1e55d2"
 COOKIE = "session=ck-91b2e4d0aa"
 BASIC = "Basic " + base64.b64encode(b"alice:pw-6e1d").decode()
 SECRETS = (TOKEN, "ck-91b2e4d0aa", BASIC.split()[1])
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Iterator[Runs]:
-    group = Runs(tmp_path)
-    yield group
-    group.stop()
 
 
 @pytest.fixture
@@ -57,11 +51,11 @@ def honest_peer() -> Iterator[Callable[[bytes], FakePeer]]:
         peer.stop()
 
 
-def texts(runs: Runs, home: str, *extra: str) -> dict[str, str]:
+def texts(peers: Peers, home: str, *extra: str) -> dict[str, str]:
     found = {name: text for name, text in zip(("stdout", "stderr"), extra, strict=False)}
-    for path in (runs.root / home).rglob("*"):
+    for path in (peers.root / home).rglob("*"):
         if path.is_file() and path.suffix in (".log", ".meta", ".json", ".jsonl"):
-            found[str(path.relative_to(runs.root))] = path.read_text(errors="replace")
+            found[str(path.relative_to(peers.root))] = path.read_text(errors="replace")
     return found
 
 
@@ -75,7 +69,7 @@ def test_credentials_reach_origin_and_supernode_but_never_peers_or_logs(
     origin: Origin,
     supernode: SupernodeFactory,
     honest_peer: Callable[[bytes], FakePeer],
-    runs: Runs,
+    peers: Peers,
 ) -> None:
     data = random_bytes(SIZE, seed=71)
     url = origin.add("/private.bin", data)
@@ -84,13 +78,14 @@ def test_credentials_reach_origin_and_supernode_but_never_peers_or_logs(
     peer = honest_peer(data)
     headers = [f"Authorization: {BASIC}", f"Cookie: {COOKIE}", f"X-Registry-Token: {TOKEN}"]
     peer.join(node, url, headers)
-    header_file = runs.root / "headers"
+    header_file = peers.root / "headers"
     header_file.write_text("\n".join(headers) + "\n")
-    trace = runs.root / "h" / "trace.jsonl"
-    result = runs.run("h", url, "f.bin", "--node", node.node, "--header-file", str(header_file),
-                      "--verbose", "--console", "--json", "--trace", str(trace))  # fmt: skip
+    trace = peers.root / "h" / "trace.jsonl"
+    result = peers.run("h", url, "--node", node.node, "--header-file", str(header_file),
+                       "--verbose", "--console", "--json", "--trace", str(trace),
+                       out="f.bin")  # fmt: skip
     assert result.returncode == ExitCode.OK, result.stderr.decode()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     assert json.loads(result.stdout)["bytes"]["peer"] == SIZE
     assert peer.requests, "no piece came from the recording peer: the test proves nothing"
     for request in peer.requests:
@@ -98,13 +93,13 @@ def test_credentials_reach_origin_and_supernode_but_never_peers_or_logs(
     # v1: the supernode's CDN fetches the file with the user's headers.
     cdn_fetches = [r for r in origin.stats.requests if not r.range]
     assert cdn_fetches and all(r.headers.get("Authorization") == BASIC for r in cdn_fetches)
-    found = texts(runs, "h", result.stdout.decode(), result.stderr.decode())
+    found = texts(peers, "h", result.stdout.decode(), result.stderr.decode())
     found["supernode.log"] = node.log.read_text()
     assert_no_secret(found)
 
 
 def test_no_supernode_credentials_keeps_them_on_this_host(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """Source pattern: the supernode only probes the origin (a one-byte range), peers fetch
     their pieces from the origin themselves, with the user's headers."""
@@ -114,9 +109,9 @@ def test_no_supernode_credentials_keeps_them_on_this_host(
             "--header", f"Cookie: {COOKIE}", "--header", "X-Trace: t1"]  # fmt: skip
     for path, flag in (("/kept.bin", ["--no-supernode-credentials"]), ("/sent.bin", [])):
         url = origin.add(path, data)
-        result = runs.run("h", url, path.strip("/"), *args, *flag)
+        result = peers.run("h", url, *args, *flag, out=path.strip("/"))
         assert result.returncode == ExitCode.OK, result.stderr.decode()
-        assert (runs.out / path.strip("/")).read_bytes() == data
+        assert (peers.out / path.strip("/")).read_bytes() == data
     requests = {path: [r for r in origin.stats.requests if r.path == path] for path in
                 ("/kept.bin", "/sent.bin")}  # fmt: skip
     for path, seen in requests.items():
@@ -132,23 +127,23 @@ def test_no_supernode_credentials_keeps_them_on_this_host(
 
 
 def test_a_protected_origin_without_supernode_credentials_falls_back_clearly(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     data = random_bytes(SIZE, seed=73)
     url = origin.add("/locked.bin", data)
     origin.behave("/locked.bin", auth=("alice", "pw-6e1d"))
     node = supernode(cdn_pattern="source")
-    result = runs.run("h", url, "f.bin", "--node", node.node, "--no-supernode-credentials",
-                      "--header", f"Authorization: {BASIC}", "--json")  # fmt: skip
+    result = peers.run("h", url, "--node", node.node, "--no-supernode-credentials",
+                       "--header", f"Authorization: {BASIC}", "--json", out="f.bin")  # fmt: skip
     assert result.returncode == ExitCode.OK, result.stderr.decode()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     summary = json.loads(result.stdout)
     assert summary["bytes"]["source"] == SIZE and summary["source_reasons"]
     assert_no_secret({"stdout": result.stdout.decode(), "stderr": result.stderr.decode()})
 
 
 def test_signed_url_tokens_stay_out_of_messages_on_failure(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """A 404 through the supernode, twice (the second time the supernode answers from its
     memory of unreachable URLs, quoting the URL): no token in any message or log."""
@@ -156,16 +151,16 @@ def test_signed_url_tokens_stay_out_of_messages_on_failure(
     url = origin.url(f"/gone.bin?X-Amz-Signature={TOKEN}&X-Amz-Credential={TOKEN}")
     for attempt in range(2):
         extra = ["--json"] if attempt else []
-        result = runs.run("h", url, "gone.bin", "--node", node.node, "--verbose", "--console",
-                          "--header", f"Cookie: {COOKIE}", *extra)  # fmt: skip
+        result = peers.run("h", url, "--node", node.node, "--verbose", "--console",
+                           "--header", f"Cookie: {COOKIE}", *extra, out="gone.bin")  # fmt: skip
         assert result.returncode == ExitCode.NOT_FOUND, result.stderr.decode()
-        found = texts(runs, "h", result.stdout.decode(), result.stderr.decode())
+        found = texts(peers, "h", result.stdout.decode(), result.stderr.decode())
         found["supernode.log"] = node.log.read_text()
         assert_no_secret(found)
 
 
 def test_a_supernode_quoting_the_registration_back_leaks_nothing(
-    origin: Origin, runs: Runs
+    origin: Origin, peers: Peers
 ) -> None:
     """A supernode (not ours: any v1 one) may put what it was sent into its error message; dfget
     shows that message, so it masks the URL's tokens and the credential headers in it."""
@@ -182,16 +177,16 @@ def test_a_supernode_quoting_the_registration_back_leaks_nothing(
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         node = f"127.0.0.1:{server.server_address[1]}"
-        result = runs.run("h", url, "f.bin", "--node", node, "--pattern", "cdn", "--verbose",
-                          "--console", "--json", "--header", f"Authorization: {BASIC}",
-                          "--header", f"Cookie: {COOKIE}")  # fmt: skip
+        result = peers.run("h", url, "--node", node, "--pattern", "cdn", "--verbose",
+                           "--console", "--json", "--header", f"Authorization: {BASIC}",
+                           "--header", f"Cookie: {COOKIE}", out="f.bin")  # fmt: skip
     finally:
         server.shutdown()
         server.server_close()
     assert result.returncode == ExitCode.OK, result.stderr.decode()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     assert "registration failed" in result.stderr.decode()  # the message was shown...
-    assert_no_secret(texts(runs, "h", result.stdout.decode(), result.stderr.decode()))  # ...masked
+    assert_no_secret(texts(peers, "h", result.stdout.decode(), result.stderr.decode()))  # ...masked
 
 
 def test_scrubber_masks_url_tokens_and_credential_values() -> None:
@@ -203,7 +198,7 @@ def test_scrubber_masks_url_tokens_and_credential_values() -> None:
 
 
 def test_header_variables_stay_out_of_the_peer_servers_environment(
-    origin: Origin, supernode: SupernodeFactory, runs: Runs
+    origin: Origin, supernode: SupernodeFactory, peers: Peers
 ) -> None:
     """DFGET_HEADER_<NAME> reaches the origin, but the long-lived peer server that the download
     starts never has it in its environment (readable in /proc/<pid>/environ)."""
@@ -211,14 +206,14 @@ def test_header_variables_stay_out_of_the_peer_servers_environment(
     url = origin.add("/env.bin", data)
     node = supernode(cdn_pattern="source")
     result = run_dfget(
-        runs.args("h", url, "f.bin", "--node", node.node),
+        peers.args("h", url, "--node", node.node, out="f.bin"),
         timeout=90,
         env={"DFGET_HEADER_X_REGISTRY_TOKEN": TOKEN},
     )
     assert result.returncode == ExitCode.OK, result.stderr.decode()
-    assert (runs.out / "f.bin").read_bytes() == data
+    assert (peers.out / "f.bin").read_bytes() == data
     assert all(r.headers.get("X-Registry-Token") == TOKEN for r in origin.stats.requests)
-    environ = Path(f"/proc/{runs.server_pid('h')}/environ").read_bytes()
+    environ = Path(f"/proc/{peers.server_pid('h')}/environ").read_bytes()
     assert b"PYTHONPATH=" in environ  # the server's own environment was read
     assert TOKEN.encode() not in environ and b"DFGET_HEADER_" not in environ
 
@@ -269,7 +264,7 @@ def test_the_work_home_is_private(
         output_mode = stat.S_IMODE((tmp_path / "out.bin").stat().st_mode)
         assert output_mode == 0o644 & ~current_umask(), oct(output_mode)  # the user's file
     finally:
-        kill_pid_file_servers(home)
+        stop_peer_server(home)
 
 
 def current_umask() -> int:

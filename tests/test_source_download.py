@@ -25,13 +25,13 @@ from dfget.errors import EXIT_CODE_HELP, ExitCode
 from tests.support.helpers import (
     eventually,
     free_port,
-    kill_pid_file_servers,
     random_bytes,
     run_dfget,
     start_dfget,
     stop_process,
 )
 from tests.support.origin import Origin
+from tests.support.peers import stop_peer_server
 
 MiB = 1024 * 1024
 PIECE = 4 * MiB  # with --connections N: the probe's size and the smallest part
@@ -859,7 +859,7 @@ def test_unreachable_supernode_falls_back_to_source(origin: Origin, out: Path, h
     try:
         result = dfget(url, dest, home, "--node", f"127.0.0.1:{free_port()}", pattern=None)
     finally:
-        kill_pid_file_servers(home)  # in case a peer server was spawned after all
+        stop_peer_server(home)  # in case a peer server was spawned after all
 
     assert_ok(result)
     assert dest.read_bytes() == data

@@ -93,7 +93,7 @@ def fan_out(
     url = origin.add("/v2/app/blobs/layer", data)
     node = supernode(cdn_pattern="source", scheduling="v1")
     names = [f"n{i}" for i in range(clients)]
-    procs = [start_dfget(peers.args(name, url, node.node)) for name in names]
+    procs = [start_dfget(peers.args(name, url, "--node", node.node, "--json")) for name in names]
     results = []
     try:
         for proc in procs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dfget.units import human_bytes
@@ -113,17 +113,21 @@ class Accounting:
             )
         return reasons
 
+    def _snapshot(self) -> list[HolderStats]:
+        """Copies of the holders' stats, each consistent, while fetch threads may still record
+        (one that outlived its join after a failure or an interruption)."""
+        with self._lock:
+            return [replace(stats) for stats in self.holders.values()]
+
     def bytes_by_kind(self) -> dict[str, int]:
         totals = {PEER: 0, CDN: 0, SOURCE: 0, RESUMED: 0}
-        for stats in self.holders.values():
+        for stats in self._snapshot():
             totals[stats.kind] = totals.get(stats.kind, 0) + stats.bytes
         return totals
 
     def summary(self) -> str:
         """e.g. ``51 pieces: 40 from peer 10.0.0.2:15001 (160.0 MiB), 11 from source (44.0 MiB)``"""
-        used = sorted(
-            (s for s in self.holders.values() if s.pieces), key=lambda s: (-s.bytes, s.label)
-        )
+        used = sorted((s for s in self._snapshot() if s.pieces), key=lambda s: (-s.bytes, s.label))
         total = sum(s.pieces for s in used)
         parts = [f"{s.pieces} from {s.label} ({human_bytes(s.bytes)})" for s in used]
         line = f"{total} pieces: " + ", ".join(parts) if parts else "0 pieces"
@@ -143,5 +147,5 @@ class Accounting:
                 "seconds": round(s.seconds, 3),
                 "failures": s.failures,
             }
-            for s in sorted(self.holders.values(), key=lambda s: (-s.bytes, s.label))
+            for s in sorted(self._snapshot(), key=lambda s: (-s.bytes, s.label))
         ]

@@ -95,19 +95,23 @@ class Journal:
             record = json.loads(self.record_path.read_text())
             home = self.record_path.parent.parent.resolve()
             recorded = Path(record["data"]).resolve()
-            if recorded.is_file() and recorded.is_relative_to(home):
-                self.data_path = recorded  # a SIGKILLed download leaves it where it was
-            elif not self.partial_path.is_file():
+            adopted = recorded.is_file() and recorded.is_relative_to(home)
+            if not adopted and not self.partial_path.is_file():
                 return False
             if record.get("length") is None:
                 return False  # interrupted before the source was known: nothing to trust
-            self.length = record["length"]
-            self.etag = record.get("etag", "")
-            self.last_modified = record.get("last_modified", "")
-            self.extents = [(int(s), int(e), str(d)) for s, e, d in record["extents"]]
-            return True
+            extents = [(int(s), int(e), str(d)) for s, e, d in record["extents"]]
         except (OSError, ValueError, KeyError, TypeError):
             return False
+        # Only a usable record is taken in: a download starting over must not describe its
+        # bytes with what a broken record said.
+        if adopted:
+            self.data_path = recorded  # a SIGKILLed download leaves it where it was
+        self.length = record["length"]
+        self.etag = record.get("etag", "")
+        self.last_modified = record.get("last_modified", "")
+        self.extents = extents
+        return True
 
     def same_source(self, length: int | None, etag: str, last_modified: str) -> bool:
         """False when the source changed since the partial data was fetched."""

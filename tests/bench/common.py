@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+from tests.support import peers  # noqa: E402
 from tests.support.helpers import (  # noqa: E402
     DFGET,
     V1_SUPERNODE,
@@ -399,35 +399,6 @@ def peer_address(home: Path) -> str:
 
 
 def stop_peer_server(home: Path) -> None:
-    """SIGTERM the peer server of ``home`` (its pid file) and wait until it is gone."""
-    pid = peer_pid(home)
-    if not pid:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                return
-            time.sleep(0.02)
-    raise RuntimeError(f"peer server {pid} of {home} did not exit")
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie nobody reaped yet counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def peer_pid(home: Path) -> int:
-    """The pid of the peer server of ``home`` (0 if it has none)."""
-    try:
-        return int((home / "meta" / "server.pid").read_text().strip())
-    except (OSError, ValueError):
-        return 0
+    """Stop the peer server of ``home``: a bench does not go on while it still serves."""
+    if not peers.stop_peer_server(home, STOP_TIMEOUT):
+        raise RuntimeError(f"the peer server of {home} did not exit on SIGTERM")

@@ -52,6 +52,7 @@ from typing import Any
 
 from tests.bench import common
 from tests.support.origin import Origin
+from tests.support.peers import peer_server_pid
 
 MB = 1_000_000
 PRIME_LIMIT = 12 * 1024**3  # bytes; the machine has 24 GiB
@@ -177,7 +178,7 @@ class Fanout:
             makespan = max(ends) - started
             requests = supernode_requests(node) / n if self.args.supernode != "go" else 0.0
             dfget_cpu = children_cpu() - cpu0
-            servers = [common.peer_pid(home) for home in homes]
+            servers = [peer_server_pid(home) for home in homes]
             server_cpu = sum(process_cpu(pid) for pid in servers if pid)
             row = Row(
                 "together" if client == "ours" else "together, Go dfget", n, pattern, makespan,

@@ -1,78 +1,20 @@
-"""Stand-ins for the P2P fault and secrets tests: dfget runs with their own work homes, and a
-peer that joins a task through the real v1 protocol without ever fetching a byte."""
+"""A stand-in peer for the P2P fault and secrets tests: it joins a task through the real v1
+protocol without ever fetching a byte."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from dfget.errors import ExitCode
 from dfget.net.server import Handler, make_server
 from dfget.protocol.pieces import TAIL, frame_head, wrapped_request_slice
 from dfget.protocol.ranges import parse_range_header
-from tests.support.helpers import peer_port, run_dfget
+from tests.support.helpers import peer_port
 from tests.support.servers import SupernodeProcess
-
-
-class Runs:
-    """dfget processes with their own work homes; every peer server they spawn is stopped."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.homes: set[Path] = set()
-        self.out = root / "out"
-
-    def args(self, home: str, url: str, output: str, *extra: str) -> list[str]:
-        self.homes.add(self.root / home)
-        return [
-            "-u", url, "-o", str(self.out / output), "--home", str(self.root / home),
-            "--ip", "127.0.0.1", "--expiretime", "60s", "--alivetime", "60s", *extra,
-        ]  # fmt: skip
-
-    def run(
-        self, home: str, url: str, output: str, *extra: str
-    ) -> subprocess.CompletedProcess[bytes]:
-        return run_dfget(self.args(home, url, output, *extra), timeout=90)
-
-    def json(self, home: str, url: str, output: str, *extra: str) -> dict[str, object]:
-        result = self.run(home, url, output, "--json", *extra)
-        assert result.returncode == ExitCode.OK, result.stderr.decode()[-3000:]
-        return json.loads(result.stdout)
-
-    def server_pid(self, home: str) -> int:
-        return int((self.root / home / "meta" / "server.pid").read_text())
-
-    def server_port(self, home: str) -> int:
-        return int(json.loads((self.root / home / "meta" / "host.meta").read_text())["servicePort"])
-
-    def stop(self) -> None:
-        for home in self.homes:
-            pid_file = home / "meta" / "server.pid"
-            try:
-                pid = int(pid_file.read_text())
-                os.kill(pid, signal.SIGTERM)
-            except (OSError, ValueError):
-                continue
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and alive(pid):
-                time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    """Running (not exited, not a zombie waiting for its parent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass

@@ -72,17 +72,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait(timeout=timeout)
 
 
-def kill_pid_file_servers(home: Path) -> None:
-    """Stop a peer server spawned for ``home`` (found through its meta file)."""
-    meta = home / "meta" / "host.meta"
-    if not meta.exists():
-        return
-    pid_file = home / "meta" / "server.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ValueError, ProcessLookupError):
-            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-
-
 def write_random(path: Path, size: int, seed: int = 1) -> bytes:
     data = random_bytes(size, seed)
     path.write_bytes(data)
