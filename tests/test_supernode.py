@@ -441,6 +441,21 @@ def test_registration_failures(origin: Origin, supernode: SupernodeFactory) -> N
         assert http.get("/no/such/route").status_code == 404
 
 
+def test_source_pattern_refuses_a_source_whose_range_answer_is_not_the_first_byte(
+    origin: Origin, supernode: SupernodeFactory
+) -> None:
+    """The length comes from the probe's ``Content-Range``: a 206 for another range than
+    ``bytes=0-0`` (here shifted by one) is not trusted for the task's length."""
+    node = supernode(cdn_pattern="source")
+    url = origin.add("/shifted", b"x" * 1000)
+    origin.behave("/shifted", wrong_range=True)
+    with api(node) as http:
+        body = registry_body(url, CID_A, 16101, "a")
+        answer = http.post("/peer/registry", content=body, headers={"Content-Type": JSON_CT})
+    assert "no usable length" in refused(answer)
+    assert [r.range for r in origin.stats.requests] == ["bytes=0-0"]
+
+
 def test_registration_accepts_form_bodies_and_ipv6_peers(
     origin: Origin, supernode: SupernodeFactory
 ) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from dfget.errors import Refused
+from dfget.protocol.ranges import parse_content_range
 from dfget.protocol.wire import decimal
 
 PROBE_TIMEOUT = 4.0
@@ -96,7 +97,7 @@ def probe_ranged(source: Source, timeout: float = PROBE_TIMEOUT) -> int:
     length_from_head(status, None)
     if status != 206:
         raise SourceError(f"the source answered {status} to a range request, not 206")
-    total = decimal(content_range.rpartition("/")[2].strip())
-    if not total:
-        raise SourceError(f"the source gave no usable length ({content_range!r})")
-    return total
+    parsed = parse_content_range(content_range)
+    if parsed is None or parsed[:2] != (0, 0) or not parsed[2]:
+        raise SourceError(f"the source gave no usable length ({content_range[:80]!r})")
+    return parsed[2]
