@@ -18,7 +18,7 @@ from dfget.net.heads import WireError
 from dfget.net.server import framing_problem
 from dfget.protocol.messages import PieceTask, Registration, SupernodeError
 from dfget.protocol.pieces import MAX_PIECE_SIZE, MiB
-from dfget.protocol.ranges import PieceRange, parse_content_range
+from dfget.protocol.ranges import PieceRange, parse_content_range, parse_unsatisfied_range
 from dfget.protocol.wire import decimal
 from dfget.supernode.fileserver import Unsatisfiable, byte_range
 from tests.support.helpers import RawServer
@@ -76,6 +76,19 @@ def test_content_range_is_a_consistent_span(value: str) -> None:
     if parsed is not None:
         first, last, total = parsed
         assert 0 <= first <= last and (total is None or last < total)
+
+
+@given(st.text(alphabet="bytes */0123456789-x", max_size=20) | st.text(max_size=20))
+@example("bytes */1000")
+@example("bytes 0-9/1000")
+@example("bytes */" + "9" * 5000)
+def test_unsatisfied_range_gives_a_plain_total_or_nothing(value: str) -> None:
+    total = parse_unsatisfied_range(value)
+    if total is not None:
+        assert value.strip().lower().startswith("bytes */")
+        assert total == int(value.strip().rpartition("/")[2])
+    if value == "bytes */1000":
+        assert total == 1000
 
 
 @FUZZ

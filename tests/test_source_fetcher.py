@@ -15,7 +15,7 @@ from dfget.download.cancel import Cancel
 from dfget.download.progress import Progress
 from dfget.download.source import MIN_PART, SourceFetcher
 from dfget.download.target import Target
-from dfget.errors import NotFoundError, SourceHTTPError
+from dfget.errors import ExitCode, NotFoundError, SourceHTTPError
 from dfget.net.tokenbucket import TokenBucket
 from tests.support.helpers import RawServer, random_bytes
 from tests.support.origin import Origin
@@ -192,6 +192,25 @@ def test_identity_asks_for_one_byte_and_stores_nothing(
     assert fetcher.identity() == (size, '"v7"', "")
     assert ranges_asked(origin) == ["bytes=0-0"]
     assert fetcher.target.missing(size) == [(0, size)]
+
+
+def test_identity_retries_a_busy_source_then_reports_its_status(
+    origin: Origin, fetcher_for: MakeFetcher
+) -> None:
+    """A 503 to the identity request is retried like any range; once it stops, the identity
+    comes through, and a source that stays busy ends in its HTTP error (exit 81), not in an
+    internal retry signal."""
+    size = 9_000
+    url = origin.add("/busy.bin", random_bytes(size, seed=48))
+    origin.behave("/busy.bin", status=503, fail_times=1)
+    assert fetcher_for(url).identity() == (size, "", "")
+    assert ranges_asked(origin) == ["bytes=0-0"] * 2
+
+    origin.behave("/busy.bin", status=503, fail_times=1_000)
+    with pytest.raises(SourceHTTPError) as caught:
+        fetcher_for(url).identity()
+    assert type(caught.value) is SourceHTTPError and caught.value.status == 503
+    assert caught.value.exit_code == ExitCode.SOURCE_HTTP
 
 
 def test_the_request_head_carries_the_users_headers_over_the_defaults(

@@ -18,8 +18,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dfget.download.accounting import SOURCE, Accounting
 from dfget.download.cancel import Cancel
@@ -48,6 +49,7 @@ from dfget.net.tokenbucket import TokenBucket
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIN_PART = 4 * 1024 * 1024  # with --connections N, no part is smaller
 MAX_ATTEMPTS = 5
@@ -152,13 +154,7 @@ class SourceFetcher:
         (the break counts as its first failed attempt). A source without ranges sends the whole
         body here, and a break starts it again.
         """
-        attempt = 0
-        while True:
-            try:
-                return self._probe_once(start, stop)
-            except Retry as retry:
-                attempt += 1
-                self._backoff(attempt, retry.error)
+        return self._with_retries(lambda: self._probe_once(start, stop))
 
     def _probe_once(self, start: int, stop: int | None) -> SourceInfo:
         asked = f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
@@ -206,14 +202,10 @@ class SourceFetcher:
 
         Used before resuming, to notice a source that changed since the partial data came.
         """
-        attempt = 0
-        while True:
-            try:
-                endpoint, response = self.requests.open(self.origin, [("Range", "bytes=0-0")])
-                break
-            except Retry as retry:
-                attempt += 1
-                self._backoff(attempt, retry.error)
+        return self._with_retries(self._identity_once)
+
+    def _identity_once(self) -> tuple[int | None, str, str]:
+        endpoint, response = self.requests.open(self.origin, [("Range", "bytes=0-0")])
         etag, modified = response.header("etag"), response.header("last-modified")
         if response.status == 206:
             length = content_range(response)[2]
@@ -311,6 +303,16 @@ class SourceFetcher:
                     raise Retry(NetworkError(f"{self.url}: short body at byte {offset}"))
             except Retry as retry:
                 offset = retry.reached or offset  # what the broken body brought stays
+                attempt += 1
+                self._backoff(attempt, retry.error)
+
+    def _with_retries(self, once: Callable[[], T]) -> T:
+        """``once()`` until it stops raising Retry; the last error when attempts run out."""
+        attempt = 0
+        while True:
+            try:
+                return once()
+            except Retry as retry:
                 attempt += 1
                 self._backoff(attempt, retry.error)
 

@@ -14,8 +14,7 @@ from dfget.errors import DfgetError, NetworkError, SourceHTTPError, source_http_
 from dfget.net.client import Pool, Response
 from dfget.net.endpoint import TLS, Endpoint, is_ssl_error
 from dfget.net.heads import WireError
-from dfget.protocol.ranges import parse_content_range
-from dfget.protocol.wire import decimal
+from dfget.protocol.ranges import parse_content_range, parse_unsatisfied_range
 from dfget.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -134,9 +133,8 @@ def content_range(response: Response) -> tuple[int, int, int | None]:
 
 
 def content_range_total(response: Response) -> int | None:
-    value = response.header("content-range")
-    _, _, total = value.rpartition("/")
-    return decimal(total.strip())
+    """The length a 416 answer gives (``bytes */N``)."""
+    return parse_unsatisfied_range(response.header("content-range"))
 
 
 def network_error(endpoint: Endpoint, exc: BaseException) -> NetworkError:

@@ -68,6 +68,15 @@ def parse_range_header(value: str) -> PieceRange:
     return PieceRange(start, end)
 
 
+def parse_unsatisfied_range(value: str) -> int | None:
+    """The length in a 416's ``bytes */N`` Content-Range, None for anything else."""
+    unit, _, spec = value.strip().partition(" ")
+    star, slash, total = spec.strip().partition("/")
+    if unit.lower() != "bytes" or star != "*" or not slash:
+        return None
+    return decimal(total)
+
+
 def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
     """``(first, last, total)`` of a ``bytes F-L/T`` (or ``/*``) Content-Range, None if it is
     anything else or impossible (last before first, beyond the total)."""
