@@ -27,9 +27,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dfget.download.reporting import Reports
+from dfget.download.reporting import Link, Reports
 from dfget.protocol.messages import PieceTask
-from dfget.protocol.supernode import SupernodeApi
 from dfget.uploader.pending import FETCHING, LOST, STORED, PendingPieces, pending_path
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class EarlyAnnouncer:
         self.release_due = 0.0
 
     def share(
-        self, work: Path, task_file_name: str, pieces: int, wrapped: bool, api: SupernodeApi
+        self, work: Path, task_file_name: str, pieces: int, wrapped: bool, link: Link
     ) -> None:
         """In the source pattern, with our peer server serving the work file, open the file
         that tells it which announced pieces are still being fetched."""
@@ -56,7 +55,7 @@ class EarlyAnnouncer:
             if self.pending.pieces == pieces and not wrapped:
                 return  # a migration to a supernode with the same layout
             # Another layout numbers pieces differently: announced ones are given up.
-            self.give_up({}, api)
+            self.give_up({}, link)
             self.pending.close()
             self.pending = None
         if wrapped or not self.reports.server_port or work.name != f"{task_file_name}.service":
@@ -68,14 +67,14 @@ class EarlyAnnouncer:
         except OSError as exc:
             log.info("pieces will be reported once stored: %s", exc.strerror or exc)
 
-    def announce(self, task: PieceTask, api: SupernodeApi) -> None:
+    def announce(self, task: PieceTask, link: Link) -> None:
         """Announce an origin piece whose fetch starts now (only when our server shares the
         pending file)."""
         if self.pending is None or "://" not in task.path:
             return
         self.pending.mark(task.piece_num, FETCHING)
         self.announced.add(task.piece_num)
-        self.reports.announce(api, task.range)
+        self.reports.announce(link, task.range)
 
     def stored(self, task: PieceTask) -> bool:
         """The piece landed; True if it was announced, and its origin slot is then released
@@ -92,15 +91,15 @@ class EarlyAnnouncer:
         self.releases.append(task)
         return True
 
-    def release(self, api: SupernodeApi) -> None:
+    def release(self, link: Link) -> None:
         """Send the reports naming the supernode that free the origin slots (before a pull)."""
         if self.releases:
             self.reports.await_server()  # as before any report that sends peers to us
         while self.releases:
             done = self.releases.pop()
-            self.reports.stored(api, done.cid, done.range)
+            self.reports.stored(link, done.cid, done.range)
 
-    def give_up(self, in_flight: Mapping[int, PieceTask], api: SupernodeApi | None) -> None:
+    def give_up(self, in_flight: Mapping[int, PieceTask], link: Link | None) -> None:
         """Announced pieces that never landed: peers waiting for them are told at once, and
         their origin slots are freed."""
         if self.pending is None:
@@ -111,9 +110,9 @@ class EarlyAnnouncer:
             if task is not None:
                 self.releases.append(task)
         self.announced.clear()
-        if api is not None:
+        if link is not None:
             for task in self.releases:
-                self.reports.stored_later(api, task.cid, task.range)
+                self.reports.stored_later(link, task.cid, task.range)
         self.releases.clear()
 
     def close(self) -> None:

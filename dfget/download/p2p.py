@@ -170,7 +170,7 @@ class P2PDownload:
             self.identity.task_file_name,
             self.state.pieces_total,
             layout.wrapped,
-            self.link.api,
+            self.link,
         )
         self.fetcher = PieceFetcher(
             layout,
@@ -223,7 +223,7 @@ class P2PDownload:
             self.state.md5_verified_pieces += 1
         self.state.max_end = max(self.state.max_end, result.end)
         if not self.announcer.stored(task):
-            self.reports.stored_later(self.link.api, task.cid, task.range)
+            self.reports.stored_later(self.link, task.cid, task.range)
         log.debug(
             "piece %d range %s from %s %s: %d bytes in %.0f ms",
             task.piece_num,

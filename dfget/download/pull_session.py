@@ -68,7 +68,7 @@ class PullSession:
                 if self.stall.stalled():
                     raise P2PFallback(REASON_P2P_ERROR, f"no data arrived for {STALL_SECONDS:.0f}s")
                 link = download.link
-                download.announcer.release(link.api)
+                download.announcer.release(link)
                 try:
                     answer = link.api.pull(link.registration, download.identity.cid, self.report)
                 except SupernodeError as exc:
@@ -101,7 +101,7 @@ class PullSession:
             download.cancel.cancel()
             self.workers.close()
             self._account_stragglers()
-            download.announcer.give_up(self.in_flight, download.link.api)
+            download.announcer.give_up(self.in_flight, download.link)
 
     def _migrate(self, why: str) -> None:
         self.download.migrate(why)
@@ -120,7 +120,7 @@ class PullSession:
                 )
             elif task.piece_num not in self.in_flight:
                 self.in_flight[task.piece_num] = task
-                download.announcer.announce(task, download.link.api)
+                download.announcer.announce(task, download.link)
                 self.workers.submit(task)
             else:
                 # Assigned again while a fetch from before a migration still runs: this

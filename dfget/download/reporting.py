@@ -45,25 +45,26 @@ class Reports:
         self.server = server
         self.server_port = server.port() if server is not None else 0  # 0: not serving
         self.link: Link | None = None
-        self._queue: queue.SimpleQueue[tuple[SupernodeApi, str, str] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Link, str, str] | None] = queue.SimpleQueue()
         self._announcer = ThreadPoolExecutor(ANNOUNCERS, thread_name_prefix="announce")
         self._thread = threading.Thread(target=self._send_queued, daemon=True)
         self._thread.start()
 
-    def stored_later(self, api: SupernodeApi, dst_cid: str, piece_range: str) -> None:
-        """Queue a /peer/piece/suc; the background thread sends them in order."""
-        self._queue.put((api, dst_cid, piece_range))
+    def stored_later(self, link: Link, dst_cid: str, piece_range: str) -> None:
+        """Queue a /peer/piece/suc; the background thread sends them in order (each to the
+        supernode, and for the registration, that assigned the piece)."""
+        self._queue.put((link, dst_cid, piece_range))
 
-    def announce(self, api: SupernodeApi, piece_range: str) -> None:
+    def announce(self, link: Link, piece_range: str) -> None:
         """/peer/piece/suc naming this client, at once, beside the fetch (see announce.py)."""
-        self._announcer.submit(self.stored, api, self.cid, piece_range)
+        self._announcer.submit(self.stored, link, self.cid, piece_range)
 
-    def stored(self, api: SupernodeApi, dst_cid: str, piece_range: str) -> None:
+    def stored(self, link: Link, dst_cid: str, piece_range: str) -> None:
         """One /peer/piece/suc, SUCCESS_ATTEMPTS attempts."""
-        assert self.link is not None
+        task_id = link.registration.task_id
         for attempt in range(SUCCESS_ATTEMPTS):
             try:
-                api.piece_success(self.link.registration.task_id, self.cid, dst_cid, piece_range)
+                link.api.piece_success(task_id, self.cid, dst_cid, piece_range)
                 return
             except SupernodeError as exc:
                 log.info(

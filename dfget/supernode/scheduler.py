@@ -82,7 +82,7 @@ class Scheduler(Ledger):
             return False
         if announce and holder == cid:
             # A piece the client is still fetching from upstream, announced early for v1's
-            # sake (dfget/download/p2p.py, _announce_early). Here others already wait for it
+            # sake (dfget/download/announce.py). Here others already wait for it
             # (fetch_wait) and get it from this client once it is reported stored.
             return False
         run = client.running.get(piece)

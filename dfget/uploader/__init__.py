@@ -1,7 +1,7 @@
 """The peer server (``dfget server``): serves downloaded pieces to other peers.
 
-The downloader imports :mod:`dfget.uploader.spawn` and :mod:`dfget.uploader.client` from here,
-so this package stays cheap to import; the server itself is loaded only by :func:`serve`.
+The downloader imports :mod:`dfget.uploader.spawn` from here, so this package stays cheap
+to import; the server itself is loaded only by :func:`serve`.
 """
 
 from __future__ import annotations

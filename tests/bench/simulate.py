@@ -14,12 +14,13 @@ it in dfget/supernode/cdn_copy.py and reports.py (``mark_ready`` as CDN pieces l
 pattern, ``mark_all_ready`` at the first registration in the source pattern, ``report`` for
 every piece result, ``upstream_when_busy`` only in the local pattern, the same limits).
 
-Each node mirrors the pull loop of :mod:`dfget.download.p2p`: it registers and pulls at once; a
-pull carries one piece result; after a pull that started pieces, or with results waiting, it
-pulls again at once; after a 602 it waits 50-100 ms doubling up to 0.8-1.6 s (reset when a piece
-lands); after a 601 without pieces it waits 2 s; any wait ends early when a piece lands. A
-landed piece is reported at once (``/peer/piece/suc``) and again by the next pull. A piece that
-fails five times sends the node to the origin for everything it lacks (p2p's fallback).
+Each node mirrors the pull loop of :mod:`dfget.download.pull_session`: it registers and pulls
+at once; a pull carries one piece result; after a pull that started pieces, or with results
+waiting, it pulls again at once; after a 602 it waits 50-100 ms doubling up to 0.8-1.6 s (reset
+when a piece lands); after a 601 without pieces it waits 2 s; any wait ends early when a piece
+lands. A landed piece is reported at once (``/peer/piece/suc``) and again by the next pull. A
+piece that fails five times sends the node to the origin for everything it lacks (p2p's
+fallback).
 
 Bandwidth, a fluid model recomputed at every flow start and end: each transfer crosses the
 holder's upload link (a peer's NIC, the supernode's CDN egress, or the origin) and the node's
@@ -77,6 +78,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dfget.download.pull_session import MAX_PIECE_FAILURES
 from dfget.protocol.pieces import FRAME_OVERHEAD, piece_count, piece_data_len, piece_size_for_length
 from dfget.supernode.scheduler import Scheduler
 from dfget.supernode.scheduling import UPSTREAM, PieceOutcome, SchedulerConfig
@@ -86,7 +88,6 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 GBIT = 1e9 / 8  # bytes per second of one Gbit/s
 
-MAX_PIECE_FAILURES = 5  # dfget/download/p2p.py
 LIMITED_WAIT = 2.0  # p2p: 601 without pieces while pieces run
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 0.8

@@ -3,6 +3,7 @@ its output in one directory; the peer servers they spawn are stopped at teardown
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,8 +72,14 @@ class Peers:
         return int(json.loads((self.root / home / "meta" / "host.meta").read_text())["servicePort"])
 
     def stop(self) -> None:
+        """Stop every peer server the runs started; one that outlives SIGTERM is killed, so no
+        test leaves a process behind (the test that hit it fails on its own assertions)."""
         for home in self.homes:
-            stop_peer_server(home)
+            if not stop_peer_server(home):
+                pid = peer_server_pid(home)
+                if pid is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
 
 
 def peer_server_pid(home: Path) -> int | None:
