@@ -51,8 +51,9 @@ class Reports:
         self._thread.start()
 
     def stored_later(self, link: Link, dst_cid: str, piece_range: str) -> None:
-        """Queue a /peer/piece/suc; the background thread sends them in order (each to the
-        supernode, and for the registration, that assigned the piece)."""
+        """Queue a /peer/piece/suc; the background thread sends them in order, each to the
+        supernode of ``link`` with that registration's task id (a migration meanwhile does not
+        send it to the new supernode with the old task id, or the reverse)."""
         self._queue.put((link, dst_cid, piece_range))
 
     def announce(self, link: Link, piece_range: str) -> None:
