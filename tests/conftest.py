@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,3 +82,12 @@ def supernode(tmp_path: Path) -> Iterator[SupernodeFactory]:
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Thread switches every microsecond: races that need an unlucky switch show up."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)

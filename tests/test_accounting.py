@@ -3,26 +3,13 @@ report it."""
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from dfget.download.accounting import CDN, PEER, RESUMED, SOURCE, Accounting
 from dfget.download.trace import Trace, read_events
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Thread switches every microsecond: races that need an unlucky switch show up."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(previous)
 
 
 def test_pieces_from_one_holder_add_up_and_every_kind_is_reported() -> None:

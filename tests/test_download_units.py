@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from dfget.download.target import Target
 from dfget.net.client import Pool
 from dfget.net.endpoint import Endpoint
 from tests.support.helpers import RawServer
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Thread switches every microsecond: races that need an unlucky switch show up."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(previous)
 
 
 def test_a_range_is_never_seen_complete_before_it_is(tmp_path: Path, fast_switching: None) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +21,6 @@ from tests.support.helpers import random_bytes
 
 MiB = 1024 * 1024
 PIECE = 64 * 1024
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Thread switches every microsecond: races that need an unlucky switch show up."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(previous)
 
 
 def sha256(data: bytes) -> Digest:
