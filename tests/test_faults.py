@@ -56,6 +56,7 @@ from tests.support.helpers import (
 )
 from tests.support.origin import Origin
 from tests.support.peers import Peers, stop_peer_server
+from tests.support.scripted_supernode import ScriptedSupernode
 from tests.support.servers import PeerServer, SupernodeFactory, SupernodeProcess
 
 MiB = 1024 * 1024
@@ -333,6 +334,34 @@ def test_interrupted_p2p_download_keeps_a_resumable_partial_and_stops_being_offe
     assert not [h for h in holders(second) if h[0] == "peer"], second["holders"]
     # Nor does it wait for the pieces the interrupted one was fetching (its failure report
     # released them; otherwise only its 10 s of silence would).
+
+
+def test_a_signal_after_the_output_is_in_place_does_not_fail_the_download(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """Once the file is verified and published, a Ctrl-C while the run reports to the supernode
+    (here its /task/metrics takes seconds) does not turn the success into exit 130: a script
+    would fetch again what is already there."""
+    data = random_bytes(5 * 1024 * 1024 + 7, seed=58)
+    url = origin.add("/done.bin", data)
+    sn = ScriptedSupernode(url, data, metrics_delay=4.0)
+    home, out = tmp_path / "h", tmp_path / "out.bin"
+    proc = start_dfget(
+        ["-u", url, "-o", str(out), "--node", sn.address, "--home", str(home),
+         "--ip", "127.0.0.1", "--pattern", "cdn"]
+    )  # fmt: skip
+    try:
+        assert sn.metrics_arrived.wait(60), "the download reached its metrics report"
+        assert out.read_bytes() == data  # published before the report
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        stop_process(proc)
+        sn.stop()
+    assert proc.returncode == ExitCode.OK, stderr.decode()
+    assert out.read_bytes() == data
+    log = (home / "logs" / "dfclient.log").read_text()
+    assert "SIGINT arrived after the download completed; the output is in place" in log
 
 
 # ---- 7. the destination is replaced only on success, atomically ----------------------------

@@ -222,12 +222,19 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
         if peer is not None and peer.serving and not peer.served:
             reporter.note(SERVER_DID_NOT_START)
             target.keep_work_file = False  # nobody serves it: move it out of the data dir
-        target.commit(total)
-        if journal is not None:
-            journal.discard()
-        if p2p is not None:
-            announce_finished(settings, peer, p2p, outcome)
-            _metrics(p2p, True, outcome)
+        # From here the download has succeeded: a stop signal no longer undoes it. The file is
+        # published, handed to our peer server and reported (each call bounded by its timeout),
+        # then the signal is only logged.
+        with _signals_deferred() as arrived:
+            target.commit(total)
+            if journal is not None:
+                journal.discard()
+            if p2p is not None:
+                announce_finished(settings, peer, p2p, outcome)
+                _metrics(p2p, True, outcome)
+        if arrived:
+            name = signal.Signals(arrived[0]).name
+            log.warning("%s arrived after the download completed; the output is in place", name)
     except BaseException as exc:
         with _signals_deferred() as arrived:
             p2p_cancel.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -42,8 +43,10 @@ class ScriptedSupernode:
     lying_zstd: dict[int, bytes] = field(default_factory=dict)  # piece: zstd body, sent once
     registration_lies: dict[str, object] = field(default_factory=dict)  # merged into its data
     piece_lies: dict[str, object] = field(default_factory=dict)  # merged into every piece task
+    metrics_delay: float = 0.0  # seconds before /task/metrics is answered
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics_arrived: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.task_id = task_id(self.url)
@@ -162,6 +165,9 @@ def _handler(sn: ScriptedSupernode) -> type[BaseHTTPRequestHandler]:
                     + b"\n"
                 )
             else:
+                if self.path == "/task/metrics":
+                    sn.metrics_arrived.set()
+                    time.sleep(sn.metrics_delay)
                 self._json(b"null\n")
 
         def do_GET(self) -> None:
