@@ -5,8 +5,10 @@ metrics labels. Real processes and sockets; figures printed with -s."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,14 @@ import httpx
 import pytest
 
 from dfget.net.server import HEAD_TIMEOUT, MAX_CONNECTIONS
+from dfget.protocol.codes import CODE_SUCCESS, CODE_SYSTEM_ERROR, JSON_REQUEST_CONTENT_TYPE
+from dfget.protocol.messages import RegisterRequest
 from dfget.protocol.taskid import task_id
+from dfget.protocol.wire import go_json
+from dfget.supernode.options import SupernodeOptions
+from dfget.supernode.scheduler import Scheduler
+from dfget.supernode.scheduling import SchedulerConfig
+from dfget.supernode.service import Supernode
 from dfget.uploader import sender
 from tests.support.helpers import RawServer, peak_rss, random_bytes
 from tests.support.netns import run_in_private_network
@@ -256,6 +265,44 @@ def test_concurrent_cdn_fetches_are_bounded(origin: Origin, supernode: Supernode
     assert register(node, slow, "127.0.0.1-1-1.000")["code"] == 200
     refused = register(node, other, "127.0.0.1-1-2.000")
     assert refused["code"] == 500 and "--max-cdn-fetches" in str(refused["msg"])
+
+
+def test_new_tasks_registering_at_once_share_the_cdn_byte_budget(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """Two new tasks of 1 MiB against --max-cdn-bytes 1.5M, both past the budget check before
+    either is in the task table (the scheduler factory holds them there): one is refused. The
+    supernode runs in-process so the two registrations can be lined up."""
+    urls = [origin.add(f"/race{i}", random_bytes(MiB, seed=30 + i)) for i in range(2)]
+    meet = threading.Barrier(2)
+
+    def scheduler(count: int | None, config: SchedulerConfig, seed: int | None) -> Scheduler:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait(timeout=3)  # both between the budget check and the task table
+        return Scheduler(count, config, seed)
+
+    options = SupernodeOptions(home=tmp_path / "sn", max_cdn_bytes=MiB + MiB // 2)
+    service = Supernode(options, scheduler_factory=scheduler)
+    codes: list[int] = []
+
+    def register(i: int) -> None:
+        request = RegisterRequest(
+            urls[i], urls[i], f"127.0.0.1-1-{i}.000", "127.0.0.1", "h", 16100 + i, f"/peer/file/{i}"
+        )
+        reply = service.register(
+            go_json(request.as_json("127.0.0.1")), JSON_REQUEST_CONTENT_TYPE, "127.0.0.1"
+        )
+        codes.append(reply.code)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+    finally:
+        service.stop()
+    assert sorted(codes) == [CODE_SUCCESS, CODE_SYSTEM_ERROR]
 
 
 def test_metrics_labels_do_not_grow_with_client_strings(supernode: SupernodeFactory) -> None:

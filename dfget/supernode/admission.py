@@ -56,6 +56,9 @@ class Admission:
         self._task_locks = [threading.Lock() for _ in range(_TASK_LOCK_STRIPES)]
         self._unreachable: dict[str, float] = {}
         self._probing = 0  # new tasks whose source is being contacted
+        # Lengths of new tasks that passed --max-cdn-bytes and are not in the task table yet:
+        # counted, so that registrations of other new tasks meanwhile see them.
+        self._reserved: dict[str, int] = {}
 
     def register(self, body: bytes, content_type: str, local_ip: str) -> Reply:
         """Create or join a task and add the client; any failure is HTTP 500."""
@@ -68,34 +71,43 @@ class Admission:
         # Registrations of one task are serialised so that its source is probed only once.
         with self._task_locks[int(tid[:8], 16) % _TASK_LOCK_STRIPES]:
             try:
-                task = self._task_for(registration, tid)
-            except (SourceError, TaskConflict) as exc:
-                return self._refused(str(exc))
-            except OverLimit as exc:
-                return self._refused(str(exc), logging.WARNING)
-            with state.lock:
-                now = state.clock()
-                clients = len(task.clients)
-                if registration.cid not in task.clients and clients >= self._options.max_clients:
-                    reason = f"task {tid} has {clients} clients (--max-clients)"
-                    return self._refused(reason, logging.WARNING)
-                if task.cdn_status is CdnStatus.FAILED and state.local:
-                    try:
-                        self._check_fetches()
-                    except OverLimit as exc:
-                        return self._refused(str(exc), logging.WARNING)
-                state.tasks.setdefault(tid, task)
-                self._add_client(task, registration, local_ip, now)
-                if task.cdn_status in (CdnStatus.WAITING, CdnStatus.FAILED):
-                    start_cdn(state, task)
-                data = {
-                    "taskId": tid,
-                    "fileLength": task.length,
-                    "pieceSize": task.piece_size,
-                    "cdnSource": task.cdn_source,
-                    "asSeed": False,
-                    "seedTaskID": "",
-                }
+                return self._admit(registration, tid, local_ip)
+            finally:
+                with state.lock:
+                    self._reserved.pop(tid, None)
+
+    def _admit(self, registration: PeerRegistration, tid: str, local_ip: str) -> Reply:
+        state = self._state
+        try:
+            task = self._task_for(registration, tid)
+        except (SourceError, TaskConflict) as exc:
+            return self._refused(str(exc))
+        except OverLimit as exc:
+            return self._refused(str(exc), logging.WARNING)
+        with state.lock:
+            now = state.clock()
+            clients = len(task.clients)
+            if registration.cid not in task.clients and clients >= self._options.max_clients:
+                reason = f"task {tid} has {clients} clients (--max-clients)"
+                return self._refused(reason, logging.WARNING)
+            if task.cdn_status is CdnStatus.FAILED and state.local:
+                try:
+                    self._check_fetches()
+                except OverLimit as exc:
+                    return self._refused(str(exc), logging.WARNING)
+            state.tasks.setdefault(tid, task)
+            self._reserved.pop(tid, None)  # counted in the table now
+            self._add_client(task, registration, local_ip, now)
+            if task.cdn_status in (CdnStatus.WAITING, CdnStatus.FAILED):
+                start_cdn(state, task)
+            data = {
+                "taskId": tid,
+                "fileLength": task.length,
+                "pieceSize": task.piece_size,
+                "cdnSource": task.cdn_source,
+                "asSeed": False,
+                "seedTaskID": "",
+            }
         state.metrics.inc("registrations_total", result="success")
         return answer(CODE_SUCCESS, data, "success")
 
@@ -147,7 +159,7 @@ class Admission:
         if fetching >= self._options.max_cdn_fetches:
             raise OverLimit(f"{fetching} sources are being fetched (--max-cdn-fetches)")
 
-    def _check_length(self, length: int) -> None:
+    def _check_length(self, tid: str, length: int) -> None:
         """A new task's length against --max-file-length and, when the CDN will store it,
         --max-cdn-bytes (the lengths of the tasks it holds, which expire when idle)."""
         options = self._options
@@ -160,14 +172,17 @@ class Admission:
             return
         # A length still unknown (chunked source) may become --max-file-length.
         most = options.max_file_length
+        wanted = length if length >= 0 else most
         with self._state.lock:
             tasks = self._state.tasks.values()
             held = sum(task.length if task.length >= 0 else most for task in tasks)
-        if held + (length if length >= 0 else most) > options.max_cdn_bytes:
-            raise OverLimit(
-                f"the CDN holds {held} bytes; {length} more would pass {options.max_cdn_bytes}"
-                " (--max-cdn-bytes)"
-            )
+            held += sum(self._reserved.values())
+            if held + wanted > options.max_cdn_bytes:
+                raise OverLimit(
+                    f"the CDN holds {held} bytes; {length} more would pass "
+                    f"{options.max_cdn_bytes} (--max-cdn-bytes)"
+                )
+            self._reserved[tid] = wanted
 
     def _new_task(self, registration: PeerRegistration, tid: str) -> Task:
         state = self._state
@@ -188,7 +203,7 @@ class Admission:
                 self._unreachable[tid] = state.clock()
             raise
         try:
-            self._check_length(length)
+            self._check_length(tid, length)
         except OverLimit:
             if fill is not None:
                 fill.abandon()
