@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from dfget.net.tokenbucket import TokenBucket
 from dfget.protocol import peer_server
 from dfget.protocol.supernode import service_down
 from dfget.uploader import meta, ports
+from dfget.uploader import store as store_module
 from dfget.uploader.lifecycle import gc_period
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.sender import wants_zstd
@@ -335,3 +337,39 @@ def test_client_failures_are_quiet() -> None:
     assert peer_server.rate("127.0.0.1", port, "t", 1234) == 1234
     assert not peer_server.finish("127.0.0.1", port, "t", "i", "c", "s:1")
     assert not peer_server.ping("127.0.0.1", port)
+
+
+def test_a_collection_pass_during_finish_never_drops_the_task(
+    store: TaskStore, dropped: list[ServedTask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The housekeeping pass runs beside the request handlers and reads tasks without the
+    store's lock. Here it inspects the task exactly while /client/finish is updating it (the
+    moment is lined up with two events): a half-done finish must not look like a file that
+    changed after it was verified (the task was dropped and reported down)."""
+    name = "t-1-2.3"
+    (store.data_dir / f"{name}.service").write_bytes(b"x" * 100)
+    assert store.register(name)
+    in_finish, inspected = threading.Event(), threading.Event()
+    inspect, unlink = TaskStore._inspect, store_module.unlink_task_files
+
+    def inspect_during_finish(self: TaskStore, task: ServedTask, now: float) -> object:
+        in_finish.wait(timeout=5)
+        try:
+            return inspect(self, task, now)
+        finally:
+            inspected.set()
+
+    def unlink_and_let_the_pass_look(task: ServedTask, *suffixes: str) -> None:
+        in_finish.set()
+        # A consistent task makes the pass wait for the store's lock, which finish holds: the
+        # pass then completes after finish, once this wait has run out.
+        inspected.wait(timeout=1)
+        unlink(task, *suffixes)
+
+    monkeypatch.setattr(TaskStore, "_inspect", inspect_during_finish)
+    monkeypatch.setattr(store_module, "unlink_task_files", unlink_and_let_the_pass_look)
+    collector = threading.Thread(target=store.collect)
+    collector.start()
+    assert store.finish(name, "t" * 64, "c", "127.0.0.1:8002")
+    collector.join(timeout=10)
+    assert not collector.is_alive() and inspected.is_set() and dropped == []

@@ -92,17 +92,20 @@ class TaskStore:
             task = self._register_locked(name, None)
             if task is None:
                 return False
-            task.finished = True
-            unlink_task_files(task, PENDING_SUFFIX)  # every piece is stored now
+            try:
+                st = os.stat(task.path, follow_symlinks=False)
+                fingerprint = Fingerprint.of(st) if stat.S_ISREG(st.st_mode) else None
+            except OSError:
+                fingerprint = None
+            # Pinned before the task counts as finished: the collection pass reads tasks
+            # without the lock, and a finished task without its fingerprint looks changed.
+            task.fingerprint = fingerprint
             task.task_id, task.cid, task.supernode = task_id, cid, supernode
             task.requested_rate = 0
             task.last_access = now
-            try:
-                st = os.stat(task.path, follow_symlinks=False)
-                task.fingerprint = Fingerprint.of(st) if stat.S_ISREG(st.st_mode) else None
-            except OSError:
-                task.fingerprint = None
-            return task.fingerprint is not None
+            task.finished = True
+            unlink_task_files(task, PENDING_SUFFIX)  # every piece is stored now
+            return fingerprint is not None
 
     def request_rate(self, name: str, rate: int) -> int:
         """Record an unfinished task's requested rate; returns the sum over unfinished tasks."""
