@@ -69,14 +69,22 @@ class PeerServer:
             conn.close()
 
     def piece(
-        self, name: str, start: int, end: int, piece_num: int, piece_size: int, **extra: str
+        self,
+        name: str,
+        start: int,
+        end: int,
+        piece_num: int,
+        piece_size: int,
+        timeout: float = 10.0,
+        **extra: str,
     ) -> Reply:
+        """A piece request; ``extra`` are more headers."""
         headers = {
             "Piecenum": str(piece_num),
             "Piecesize": str(piece_size),
             "Range": f"bytes={start}-{end}",
         }
-        return self.get(f"/peer/file/{name}", {**headers, **extra})
+        return self.get(f"/peer/file/{name}", {**headers, **extra}, timeout=timeout)
 
     def add_task(self, name: str, content: bytes, data_dir: Path | None = None) -> Path:
         """Write a service file and register it with `/check/` as dfget does."""
