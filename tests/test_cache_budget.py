@@ -183,6 +183,28 @@ def test_restore_proves_every_block(tmp_path: Path, clock: FakeClock) -> None:
     assert size == 9 * MiB
 
 
+def test_a_stop_during_the_restart_proof_leaves_the_rest_for_the_next_start(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Proving kept files reads them all; a server asked to stop meanwhile stops before the
+    next file, and what it did not prove keeps its file and record for the next start."""
+    store = budget_store(tmp_path, clock, 100 * MiB, [])
+    names = ["a", "b", "c"]
+    for name in names:
+        finished_file(store, name, MiB, clock)
+    asked: list[int] = []
+
+    def stop_after_one() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    first = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=[].append)
+    assert first.restore(stop=stop_after_one) == (1, 0)
+    second = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=[].append)
+    assert second.restore() == (3, 0)
+    assert sorted(task.name for task in second.finished_tasks()) == names
+
+
 def test_a_long_idle_server_that_serves_does_not_spin(tmp_path: Path, clock: FakeClock) -> None:
     """Idle past IDLE_EXIT while serving: the main loop must still sleep a whole period (it
     once computed a negative wait and woke every 10 ms)."""

@@ -98,7 +98,7 @@ def _run(options: ServerOptions) -> int:
     )
     _announce(port)
     uploader.port, uploader.status_dir = port, meta_dir
-    restored, dropped = uploader.store.restore()
+    restored, dropped = uploader.store.restore(stop=_stop_signal_pending)
     if restored or dropped:
         log.info("kept files: %d served again, %d could not be proved and were deleted",
                  restored, dropped)  # fmt: skip
@@ -114,6 +114,12 @@ def _run(options: ServerOptions) -> int:
     meta.remove_pid(meta_dir)
     log.info("peer server stopped")
     return 0
+
+
+def _stop_signal_pending() -> bool:
+    """A stop signal is waiting (they are blocked in every thread and taken by the main
+    loop): long work before the loop, like proving kept files, ends early for it."""
+    return bool(signal.sigpending() & SIGNALS)
 
 
 def exit_reason(uploader: Uploader, options: ServerOptions) -> str | None:

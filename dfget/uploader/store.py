@@ -203,14 +203,18 @@ class TaskStore:
             return False
         return proof.record(task)
 
-    def restore(self) -> tuple[int, int]:
+    def restore(self, stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
         """Serve again the recorded files of the data dir whose every block still matches
         its xxh3 (after a restart); delete the others and report them down. Returns how many
-        were restored and how many dropped."""
+        were restored and how many dropped. ``stop()`` is asked before each file: the files
+        not proved then keep their records and are proved at the next start."""
         restored = dropped = 0
         for name in records.recorded_names(self.data_dir):
             if task_name(name) is None or name in self._tasks:
                 continue
+            if stop():
+                log.info("restart proof stopped before %s: the rest waits for the next start", name)
+                break
             found = records.read(self.data_dir, name)
             task = ServedTask(name, self.data_dir, registered=0.0, last_access=0.0, finished=True)
             if found is not None:
