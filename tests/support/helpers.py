@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dfget.uploader.ports import SEQUENTIAL_TRIES, candidates
+
 DFGET = [sys.executable, "-m", "dfget"]
 REPO = Path(__file__).resolve().parents[2]
 V1_SUPERNODE = [sys.executable, "-m", "tests.support.v1_supernode"]
@@ -20,10 +22,23 @@ V1_SUPERNODE = [sys.executable, "-m", "tests.support.v1_supernode"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, and not one of :func:`crowded_ports`: by v1's rule every peer server
+    started in the same five minutes tries the same few ports first, so a test on another
+    worker may take such a port at any moment, between our choosing it and binding it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    crowded = crowded_ports()
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in crowded:
+            return port
+
+
+def crowded_ports() -> range:
+    """The ports dfget's peer servers try first now (and the next window's first one)."""
+    base = next(candidates())
+    return range(base, base + SEQUENTIAL_TRIES + 2)
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -158,8 +173,11 @@ def peer_port(host: str = "127.0.0.1") -> int:
     """A currently free port in 15000-65000, where the supernode accepts peer servers."""
     import random
 
+    crowded = crowded_ports()
     for _ in range(200):
         port = random.randrange(20000, 65000)
+        if port in crowded:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
