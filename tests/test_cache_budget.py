@@ -183,23 +183,29 @@ def test_restore_proves_every_block(tmp_path: Path, clock: FakeClock) -> None:
     assert size == 9 * MiB
 
 
+@pytest.mark.parametrize(
+    ("answers", "proved"), [(4, 1), (2, 0)], ids=["between files", "inside a file"]
+)
 def test_a_stop_during_the_restart_proof_leaves_the_rest_for_the_next_start(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, answers: int, proved: int
 ) -> None:
     """Proving kept files reads them all; a server asked to stop meanwhile stops before the
-    next file, and what it did not prove keeps its file and record for the next start."""
+    next file or the next block, and what it did not prove keeps its file and record for the
+    next start. ``stop`` says "go on" ``answers`` times: files of 9 MiB are 3 blocks, and it is
+    asked before each file and each block."""
     store = budget_store(tmp_path, clock, 100 * MiB, [])
     names = ["a", "b", "c"]
     for name in names:
-        finished_file(store, name, MiB, clock)
+        finished_file(store, name, 9 * MiB, clock)
     asked: list[int] = []
 
-    def stop_after_one() -> bool:
+    def stop_later() -> bool:
         asked.append(1)
-        return len(asked) > 1
+        return len(asked) > answers
 
     first = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=[].append)
-    assert first.restore(stop=stop_after_one) == (1, 0)
+    assert first.restore(stop=stop_later) == (proved, 0)
+    assert [task.name for task in first.tasks()] == names[:proved]
     second = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=[].append)
     assert second.restore() == (3, 0)
     assert sorted(task.name for task in second.finished_tasks()) == names

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 
+from dfget.errors import DfgetError
 from dfget.uploader import records
 from dfget.uploader.records import Record
 from dfget.uploader.served_task import OPEN_FLAGS, Fingerprint, ServedTask
@@ -46,9 +48,16 @@ def record(task: ServedTask) -> bool:
     return True
 
 
-def prove(task: ServedTask, kept: Record) -> Fingerprint | None:
+class ProofStopped(DfgetError):
+    """``stop()`` said to end a proof before its file was read whole."""
+
+
+def prove(
+    task: ServedTask, kept: Record, stop: Callable[[], bool] = lambda: False
+) -> Fingerprint | None:
     """The fingerprint of the task's file if every block matches ``kept`` (and the file did
-    not change while it was read), else None."""
+    not change while it was read), else None (at the first block that differs). ``stop()`` is
+    asked before each block; ProofStopped when it says so."""
     try:
         fd = os.open(task.path, OPEN_FLAGS)
     except OSError:
@@ -57,7 +66,13 @@ def prove(task: ServedTask, kept: Record) -> Fingerprint | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != kept.size:
             return None
-        if records.block_digests(fd, kept.size) != kept.digests:
+        expected = iter(kept.digests)
+        for digest in records.iter_block_digests(fd, kept.size):
+            if stop():
+                raise ProofStopped(task.name)
+            if digest != next(expected, None):
+                return None
+        if next(expected, None) is not None:
             return None
         after = os.fstat(fd)
     except OSError:

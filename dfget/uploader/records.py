@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,16 +63,18 @@ class Record:
 
 def block_digests(fd: int, size: int) -> tuple[str, ...]:
     """The xxh3 of every block of the first ``size`` bytes of ``fd``; OSError if it is shorter."""
-    digests = []
-    buffer = bytearray(BLOCK)
-    view = memoryview(buffer)
+    return tuple(iter_block_digests(fd, size))
+
+
+def iter_block_digests(fd: int, size: int) -> Iterator[str]:
+    """:func:`block_digests` one block at a time."""
+    view = memoryview(bytearray(BLOCK))
     for offset in range(0, size, BLOCK):
         want = min(BLOCK, size - offset)
         got = os.preadv(fd, [view[:want]], offset)
         if got != want:
             raise OSError(f"file ended at {offset + got} of {size} bytes")
-        digests.append(xxhash.xxh3_64_hexdigest(view[:want]))
-    return tuple(digests)
+        yield xxhash.xxh3_64_hexdigest(view[:want])
 
 
 def record_path(data_dir: Path, name: str) -> Path:

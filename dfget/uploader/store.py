@@ -207,13 +207,15 @@ class TaskStore:
         """Serve again the recorded files of the data dir whose every block still matches
         its xxh3 (after a restart); delete the others and report them down. Returns how many
         were restored and how many dropped. ``stop()`` is asked before each file: the files
-        not proved then keep their records and are proved at the next start."""
+        not proved then keep their records and are proved at the next start (it is asked
+        between blocks too, so a large file does not hold a stop up)."""
         restored = dropped = 0
+        stopped_at = ""
         for name in records.recorded_names(self.data_dir):
             if task_name(name) is None or name in self._tasks:
                 continue
             if stop():
-                log.info("restart proof stopped before %s: the rest waits for the next start", name)
+                stopped_at = name
                 break
             found = records.read(self.data_dir, name)
             task = ServedTask(name, self.data_dir, registered=0.0, last_access=0.0, finished=True)
@@ -225,7 +227,11 @@ class TaskStore:
                     record.supernode,
                 )
                 task.last_access = task.recorded_use = last_use
-                task.fingerprint = proof.prove(task, record)
+                try:
+                    task.fingerprint = proof.prove(task, record, stop)
+                except proof.ProofStopped:
+                    stopped_at = name
+                    break
             with self._lock:
                 self._tasks[name] = task
             if task.fingerprint is None:
@@ -234,6 +240,8 @@ class TaskStore:
             else:
                 log.info("serving %s again: every block matches its record", name)
                 restored += 1
+        if stopped_at:
+            log.info("restart proof stopped at %s: the rest waits for the next start", stopped_at)
         return restored, dropped
 
     def release_finished(self) -> None:
