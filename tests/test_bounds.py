@@ -278,7 +278,7 @@ def test_new_tasks_registering_at_once_share_the_cdn_byte_budget(
 
     def scheduler(count: int | None, config: SchedulerConfig, seed: int | None) -> Scheduler:
         with contextlib.suppress(threading.BrokenBarrierError):
-            meet.wait(timeout=3)  # both between the budget check and the task table
+            meet.wait(timeout=1)  # both between the budget check and the task table
         return Scheduler(count, config, seed)
 
     options = SupernodeOptions(home=tmp_path / "sn", max_cdn_bytes=MiB + MiB // 2)

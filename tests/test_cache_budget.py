@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,14 @@ from dfget.uploader.cache import (
     Limits,
     evictions,
 )
-from dfget.uploader.lifecycle import IDLE_EXIT, MIN_GC_PERIOD, exit_reason, idle_exit_in
+from dfget.uploader.lifecycle import (
+    IDLE_EXIT,
+    MIN_GC_PERIOD,
+    SIGNALS,
+    exit_reason,
+    idle_exit_in,
+    wait_for_end,
+)
 from dfget.uploader.options import ServerOptions
 from dfget.uploader.served_task import ServedTask
 from dfget.uploader.service import Clock, Uploader
@@ -209,6 +218,29 @@ def test_a_stop_during_the_restart_proof_leaves_the_rest_for_the_next_start(
     second = TaskStore(store.data_dir, expiretime=None, stale_after=600.0, on_drop=[].append)
     assert second.restore() == (3, 0)
     assert sorted(task.name for task in second.finished_tasks()) == names
+
+
+def test_a_stop_during_start_up_ends_the_server_before_any_housekeeping(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A stop that cut the restart proof short must not be followed by a collection pass: its
+    orphan sweep would delete, as stale strays, the old kept files the proof did not reach."""
+    server = uploader(tmp_path, clock)
+    server.store.data_dir.mkdir(parents=True)
+    unproved = [
+        server.store.data_dir / f"kept-1-2.3{suffix}" for suffix in (".service", ".verified")
+    ]
+    for path in unproved:
+        path.write_bytes(b"x")
+        os.utime(path, (clock.wall() - 86400, clock.wall() - 86400))
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # pending on this thread only
+        reason = wait_for_end(server, ServerOptions())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    assert reason == "received SIGTERM"
+    assert all(path.exists() for path in unproved)
 
 
 def test_a_long_idle_server_that_serves_does_not_spin(tmp_path: Path, clock: FakeClock) -> None:

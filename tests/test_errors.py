@@ -53,6 +53,12 @@ def test_every_dfget_exception_is_a_dfget_error() -> None:
     assert strays == []
 
 
+def test_every_exception_has_a_documented_exit_code() -> None:
+    for cls in _dfget_exceptions():
+        if issubclass(cls, DfgetError):
+            assert cls.exit_code in EXIT_CODE_HELP, cls
+
+
 def test_each_kind_of_failure_keeps_its_exit_code() -> None:
     """What dfdaemon and scripts rely on: 100 for authentication, 1 for usage, the rest by
     cause (the table in --help)."""

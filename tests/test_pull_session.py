@@ -192,7 +192,7 @@ def test_a_migration_keeps_the_pieces_on_disk_and_tells_the_new_supernode(
     runs: list[Run], tmp_path: Path, origin: Origin, blob: str
 ) -> None:
     first = standin("127.0.0.1:8002", blob)
-    second = standin("127.0.0.2:8002", blob)
+    second = standin("127.0.0.2:8002", blob, task_id="b" * 64)
     apis = sorted([first, second], key=lambda a: a.node.address)
     run = start(runs, tmp_path, blob, *apis)
     preferred, other = (apis[0], apis[1]) if _prefers(run, apis[0]) else (apis[1], apis[0])
@@ -214,6 +214,9 @@ def test_a_migration_keeps_the_pieces_on_disk_and_tells_the_new_supernode(
     }
     fresh = {int(r.split("-")[0]) // PIECE for _, r in other.stored_reports}
     assert held_before <= pulled and not held_before & fresh
+    # Each report names the task as the supernode it went to registered it.
+    assert preferred.stored_task_ids <= {preferred.task_id}
+    assert other.stored_task_ids <= {other.task_id}
 
 
 def _prefers(run: Run, api: StandInSupernode) -> bool:

@@ -116,6 +116,20 @@ def _raise_on_signals() -> None:
         signal.signal(stop, handler)
 
 
+def _only_log_stop_signals() -> None:
+    """From publishing on: the file is put in place, handed to our peer server and reported,
+    the run's resources are closed and its summary printed, whatever signal comes (each step
+    is bounded by its own timeout). A stop signal is logged; exiting 130 with the output in
+    place would make a script, or dfdaemon, fetch it again."""
+
+    def completed(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        log.warning("%s arrived after the download completed; the output is in place", name)
+
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, completed)
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[list[int]]:
     """Cleanup runs whole: stop signals arriving meanwhile are only recorded in the list
@@ -222,19 +236,14 @@ def download(settings: Settings, reporter: Reporter, outcome: Outcome) -> None:
         if peer is not None and peer.serving and not peer.served:
             reporter.note(SERVER_DID_NOT_START)
             target.keep_work_file = False  # nobody serves it: move it out of the data dir
-        # From here the download has succeeded: a stop signal no longer undoes it. The file is
-        # published, handed to our peer server and reported (each call bounded by its timeout),
-        # then the signal is only logged.
-        with _signals_deferred() as arrived:
-            target.commit(total)
-            if journal is not None:
-                journal.discard()
-            if p2p is not None:
-                announce_finished(settings, peer, p2p, outcome)
-                _metrics(p2p, True, outcome)
-        if arrived:
-            name = signal.Signals(arrived[0]).name
-            log.warning("%s arrived after the download completed; the output is in place", name)
+        # Once the verified bytes are staged beside the destination the download has succeeded:
+        # a stop signal no longer undoes it (see _only_log_stop_signals).
+        target.commit(total, publishing=_only_log_stop_signals)
+        if journal is not None:
+            journal.discard()
+        if p2p is not None:
+            announce_finished(settings, peer, p2p, outcome)
+            _metrics(p2p, True, outcome)
     except BaseException as exc:
         with _signals_deferred() as arrived:
             p2p_cancel.cancel()

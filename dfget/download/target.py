@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from dfget.digest import Digest
@@ -249,11 +250,13 @@ class Target:
         except OSError as exc:
             raise LocalIOError(f"cannot write to stdout: {exc.strerror or exc}") from exc
 
-    def commit(self, total: int) -> None:
+    def commit(self, total: int, publishing: Callable[[], None] = lambda: None) -> None:
         """fsync, truncate to ``total`` and atomically move onto the destination.
 
         With ``keep_work_file`` (the peer server goes on serving it) the destination becomes a
         hard link of the work file, or a copy when they live on different filesystems.
+        ``publishing()`` is called once the bytes are staged beside the destination, right
+        before the rename that publishes them.
         """
         try:
             os.ftruncate(self.fd, total)
@@ -263,6 +266,7 @@ class Target:
             raise local_io_error("write", self.work_path, exc) from exc
         self._close()
         if self.destination is None:
+            publishing()  # stdout has every byte
             self.discard()
             return
         staged = work_path_beside(self.destination)
@@ -271,6 +275,15 @@ class Target:
                 _link_or_copy(self.work_path, staged)
             else:
                 _move_or_copy(self.work_path, staged)
+        except OSError as exc:
+            _unlink_quietly(staged)
+            self.discard()
+            raise local_io_error("move the download onto", self.destination, exc) from exc
+        except BaseException:  # a stop signal during a long copy: the work file is kept
+            _unlink_quietly(staged)
+            raise
+        publishing()
+        try:
             os.replace(staged, self.destination)
             _fsync_dir(self.destination.parent)
         except OSError as exc:

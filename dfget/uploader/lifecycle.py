@@ -102,7 +102,7 @@ def _run(options: ServerOptions) -> int:
     if restored or dropped:
         log.info("kept files: %d served again, %d could not be proved and were deleted",
                  restored, dropped)  # fmt: skip
-    log.info("shutting down: %s", _wait_for_end(uploader, options))
+    log.info("shutting down: %s", wait_for_end(uploader, options))
     # Stop listening before giving up the meta file: a dfget that still finds our port there
     # must fail its /check/ and start a new server, not register with one about to exit.
     server.shutdown()
@@ -135,12 +135,18 @@ def exit_reason(uploader: Uploader, options: ServerOptions) -> str | None:
     return None
 
 
-def _wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
+def wait_for_end(uploader: Uploader, options: ServerOptions) -> str:
     """Run the housekeeping periodically until a signal arrives or :func:`exit_reason`
     says so; returns why it ended."""
     period = gc_period(options.expiretime)
     clock = uploader.clock
     next_gc = 0.0
+    # A stop that came during start-up (it may have cut the restart proof short) ends the
+    # server before any housekeeping: the orphan sweep would take the kept files the proof did
+    # not reach for strays.
+    info = signal.sigtimedwait(SIGNALS, 0)
+    if info is not None:
+        return f"received {signal.Signals(info.si_signo).name}"
     while True:
         now = clock.monotonic()
         if now >= next_gc:

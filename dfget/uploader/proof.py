@@ -57,7 +57,7 @@ def prove(
 ) -> Fingerprint | None:
     """The fingerprint of the task's file if every block matches ``kept`` (and the file did
     not change while it was read), else None (at the first block that differs). ``stop()`` is
-    asked before each block; ProofStopped when it says so."""
+    asked after each block is read; ProofStopped when it says so."""
     try:
         fd = os.open(task.path, OPEN_FLAGS)
     except OSError:

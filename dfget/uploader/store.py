@@ -124,6 +124,7 @@ class TaskStore:
         task = self._tasks.get(name)
         if task is None:
             raise Unservable(404, "task not found")
+        finished = task.finished  # before the stat: then a finished task's pin predates it
         try:
             fd = os.open(task.path, OPEN_FLAGS)
         except FileNotFoundError:
@@ -137,7 +138,7 @@ class TaskStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or not opened_inside(fd, task.data_dir):
                 raise Unservable(404, "file not found")
-            if task.finished and not self._still_verified(task, Fingerprint.of(st)):
+            if finished and not self._still_verified(task, Fingerprint.of(st)):
                 self.drop(task, "its service file changed after it was verified")
                 raise Unservable(404, "file not found")
             with self._lock:
@@ -302,6 +303,7 @@ class TaskStore:
 
     def _inspect(self, task: ServedTask, now: float) -> tuple[str, bool] | None:
         """Why ``task`` should be dropped (and whether to delete its file), or None."""
+        finished = task.finished  # before the stat: then a finished task's pin predates it
         try:
             st = os.stat(task.path, follow_symlinks=False)
         except FileNotFoundError:
@@ -313,7 +315,7 @@ class TaskStore:
         except OSError:
             return None
         seen = Fingerprint.of(st)
-        if task.finished and not self._still_verified(task, seen):
+        if finished and not self._still_verified(task, seen):
             return "its service file changed after it was verified", True
         with self._lock:
             if task.finished:

@@ -36,7 +36,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def crowded_ports() -> range:
-    """The ports dfget's peer servers try first now (and the next window's first one)."""
+    """The ports dfget's peer servers try first now, and those the next ten minutes add."""
     base = next(candidates())
     return range(base, base + SEQUENTIAL_TRIES + 2)
 

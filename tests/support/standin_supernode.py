@@ -56,12 +56,14 @@ class StandInSupernode:
     length: int
     piece_size: int
     holder: Callable[[int, int], Holder]  # (piece, times handed out before) -> holder
+    task_id: str = TASK_ID
     register_code: int = CODE_SUCCESS
     reachable: bool = True
     script: dict[int, PullAnswer | Exception] = field(default_factory=dict)  # by pull number
     registrations: list[RegisterRequest] = field(default_factory=list)
     pulls: list[PieceReport] = field(default_factory=list)
     stored_reports: list[tuple[str, str]] = field(default_factory=list)  # (dst_cid, range)
+    stored_task_ids: set[str] = field(default_factory=set)  # task ids /peer/piece/suc named
     errors: list[PieceErrorReport] = field(default_factory=list)
     metrics_sent: list[dict[str, Any]] = field(default_factory=list)
     downs: int = 0
@@ -76,7 +78,9 @@ class StandInSupernode:
 
     @property
     def registration(self) -> Registration:
-        return Registration(self.node, TASK_ID, self.length, self.piece_size, CDN_SOURCE_SOURCE)
+        return Registration(
+            self.node, self.task_id, self.length, self.piece_size, CDN_SOURCE_SOURCE
+        )
 
     def register(self, request: RegisterRequest) -> tuple[int, Registration | None, str]:
         if not self.reachable:
@@ -130,6 +134,7 @@ class StandInSupernode:
     def piece_success(self, task_id: str, cid: str, dst_cid: str, piece_range: str) -> None:
         with self.lock:
             self.stored_reports.append((dst_cid, piece_range))
+            self.stored_task_ids.add(task_id)
             piece = PieceRange.parse(piece_range).piece_num()
             self.stored.add(piece)
             self.running.discard(piece)
