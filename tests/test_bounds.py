@@ -267,21 +267,26 @@ def test_concurrent_cdn_fetches_are_bounded(origin: Origin, supernode: Supernode
     assert refused["code"] == 500 and "--max-cdn-fetches" in str(refused["msg"])
 
 
-def test_new_tasks_registering_at_once_share_the_cdn_byte_budget(
-    origin: Origin, tmp_path: Path
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_cdn_bytes": MiB + MiB // 2}, {"max_tasks": 1}],
+    ids=["--max-cdn-bytes", "--max-tasks"],
+)
+def test_new_tasks_registering_at_once_share_the_supernode_bounds(
+    origin: Origin, tmp_path: Path, bound: dict[str, int]
 ) -> None:
-    """Two new tasks of 1 MiB against --max-cdn-bytes 1.5M, both past the budget check before
-    either is in the task table (the scheduler factory holds them there): one is refused. The
-    supernode runs in-process so the two registrations can be lined up."""
+    """Two new tasks of 1 MiB, against room for one (1.5 MB of CDN, or one task), registering
+    while neither is in the task table yet (the scheduler factory holds them there): one is
+    refused. The supernode runs in-process so the two registrations can be lined up."""
     urls = [origin.add(f"/race{i}", random_bytes(MiB, seed=30 + i)) for i in range(2)]
     meet = threading.Barrier(2)
 
     def scheduler(count: int | None, config: SchedulerConfig, seed: int | None) -> Scheduler:
         with contextlib.suppress(threading.BrokenBarrierError):
-            meet.wait(timeout=1)  # both between the budget check and the task table
+            meet.wait(timeout=1)  # both between the bounds checks and the task table
         return Scheduler(count, config, seed)
 
-    options = SupernodeOptions(home=tmp_path / "sn", max_cdn_bytes=MiB + MiB // 2)
+    options = SupernodeOptions(home=tmp_path / "sn", **bound)  # type: ignore[arg-type]
     service = Supernode(options, scheduler_factory=scheduler)
     codes: list[int] = []
 

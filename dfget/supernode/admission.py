@@ -144,8 +144,9 @@ class Admission:
                 self._probing -= 1
 
     def _check_new_task_bounds(self) -> None:
-        """Called with the lock held before a new task's source is contacted."""
-        tasks = len(self._state.tasks)
+        """Called with the lock held before a new task's source is contacted; new tasks whose
+        source is being contacted count too (they are not in the task table yet)."""
+        tasks = len(self._state.tasks) + self._probing
         if tasks >= self._options.max_tasks:
             raise OverLimit(f"{tasks} tasks already (--max-tasks)")
         self._check_fetches()
