@@ -4,6 +4,7 @@ whole, verified file (atomically) or nothing."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dfget.digest import Digest
+from dfget.download import target as target_module
 from dfget.download.resume import Journal, digest_of
 from dfget.download.target import STDOUT_HOLDBACK, Target
 from dfget.errors import DigestMismatchError, LocalIOError
@@ -333,3 +335,31 @@ def test_a_range_is_never_seen_stored_before_its_bytes_are_in_the_file(
     assert early == []
     assert target.missing(len(data)) == [] and work.read_bytes() == data
     target.discard()
+
+
+def test_a_stop_during_the_copy_to_another_filesystem_leaves_nothing_beside_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishing across filesystems copies the whole file; a stop signal then (here a
+    KeyboardInterrupt from the copy) must leave no staged file beside the destination, keep the
+    work file (its data may be resumed or still served) and never reach ``publishing``."""
+    data = random_bytes(3 * PIECE, seed=9)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = Target(tmp_path / "work", out / "file.bin", [], keep_work_file=True)
+    store_shuffled(target, data)
+
+    def no_link(source: Path, staged: Path) -> None:
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    def copy_then_stop(source: Path, staged: Path) -> None:
+        staged.write_bytes(data[:PIECE])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target_module.os, "link", no_link)
+    monkeypatch.setattr(target_module.shutil, "copyfile", copy_then_stop)
+    published: list[bool] = []
+    with pytest.raises(KeyboardInterrupt):
+        target.commit(len(data), publishing=lambda: published.append(True))
+    assert listing(out) == [] and published == []
+    assert (tmp_path / "work").read_bytes() == data
